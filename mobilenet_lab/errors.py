@@ -1,0 +1,20 @@
+"""User-facing errors: one line that says what is wrong and how to fix it.
+
+Raise :class:`UserError` (or a subclass) for any problem the user can fix (bad config value,
+missing data set, unreadable checkpoint). The command line prints ``error: <message>`` and exits
+with status 2, without a traceback (set ``MOBILENET_LAB_DEBUG=1`` or pass ``--debug`` to see it).
+"""
+
+__all__ = ["UserError", "DataError", "CheckpointError"]
+
+
+class UserError(Exception):
+    """A problem with the user's input, reported as one line without a traceback."""
+
+
+class DataError(UserError):
+    """The data set is missing, truncated, corrupted or has an unexpected structure."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, truncated, refused by the safe loader or does not match the config."""
