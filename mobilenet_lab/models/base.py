@@ -1,0 +1,75 @@
+"""The uniform model API every MobileNet shares (as timm's): features, head, classifier reset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .layers import StrideBudget
+
+__all__ = ["MobileNet", "STEMS", "stride_budget"]
+
+#: Input stems: the papers' ImageNet stem, and the CIFAR adaptation that keeps early resolution.
+STEMS = {"imagenet": 0, "cifar": 2}
+#: Every MobileNet here has five stride-2 layers (output stride 32).
+NUM_DOWNSAMPLINGS = 5
+
+
+def stride_budget(stem: str, downsamples_removed: int | None) -> StrideBudget:
+    """How many of the first stride-2 layers run at stride 1: the stem's default unless given."""
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; valid stems: {', '.join(STEMS)}")
+    removed = STEMS[stem] if downsamples_removed is None else downsamples_removed
+    if not 0 <= removed <= NUM_DOWNSAMPLINGS:
+        raise ValueError(f"downsamples_removed must be in 0..{NUM_DOWNSAMPLINGS}, got {removed}")
+    return StrideBudget(removed)
+
+
+class MobileNet(nn.Module):
+    """A stem, a sequence of blocks, an optional last 1x1 conv, global pooling and a classifier.
+
+    ``forward(x) == forward_head(forward_features(x))``; ``forward_features`` returns the final
+    N x C x H x W map before pooling. ``config`` holds the builder arguments that recreate the
+    architecture (``create_model(**model.config)``).
+    """
+
+    def __init__(
+        self,
+        stem: nn.Module,
+        blocks: nn.Sequential,
+        final_conv: nn.Module | None,
+        classifier: nn.Sequential,
+        num_features: int,
+    ) -> None:
+        super().__init__()
+        self.stem = stem
+        self.blocks = blocks
+        self.final_conv = final_conv if final_conv is not None else nn.Identity()
+        self.classifier = classifier
+        self.num_features = num_features
+        self.config: dict[str, Any] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier[-1].out_features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_conv(self.blocks(self.stem(x)))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(features, 1), 1)
+        return self.classifier(pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replaces the last linear layer (fine-tuning to a new class count), N(0, 0.01) init."""
+        last = self.classifier[-1]
+        fc = nn.Linear(last.in_features, num_classes)
+        nn.init.normal_(fc.weight, 0, 0.01)
+        nn.init.zeros_(fc.bias)
+        self.classifier[-1] = fc
+        self.config["num_classes"] = num_classes
