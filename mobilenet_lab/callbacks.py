@@ -1,0 +1,224 @@
+"""Checkpoint I/O, run folders and TensorBoard panels, as Lightning plugins and callbacks."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+
+from .errors import CheckpointError
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "safe_load_checkpoint",
+    "RunCheckpoint",
+    "TestPanels",
+    "PredictionWriter",
+]
+
+
+def safe_load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Loads a checkpoint with ``weights_only=True``: tensors and plain containers only, no code runs.
+
+    Raises:
+        CheckpointError: missing, truncated, not a checkpoint, or refused by the safe loader.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a .ckpt file "
+                              "(runs write them under checkpoints/<run name>/<version>/)")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain "
+                              f"containers, which could run code ({first[:200]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a PyTorch file: "
+                              f"{type(err).__name__}); use another checkpoint, e.g. last.ckpt of the run") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is a PyTorch file but not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in the same folder, fsyncs it, then renames it.
+
+    A kill during a save leaves either the previous file or the new one, never a truncated one.
+    Loading goes through :func:`safe_load_checkpoint` (``weights_only=True``).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return safe_load_checkpoint(path, map_location=map_location or "cpu")
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint writing to ``<root>/<run name>/<version>/`` (the logger's name and version).
+
+    By default keeps the best checkpoint by ``val/acc`` and ``last.ckpt``. A new run gets a new
+    version folder, so it never overwrites another run's files.
+    """
+
+    def __init__(
+        self,
+        root: str = "checkpoints",
+        monitor: str | None = "val/acc",
+        mode: str = "max",
+        save_top_k: int = 1,
+        save_last: bool = True,
+        every_n_train_steps: int | None = None,
+        filename: str = "epoch{epoch:03d}-val_acc{val/acc:.4f}",
+    ) -> None:
+        super().__init__(
+            monitor=monitor, mode=mode, save_top_k=save_top_k, save_last=save_last,
+            every_n_train_steps=every_n_train_steps, filename=filename, auto_insert_metric_name=False,
+        )
+        self.root = root
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            logger = trainer.logger
+            name = logger.name if logger is not None else "default"
+            version = logger.version if logger is not None else 0
+            version = version if isinstance(version, str) else f"version_{version}"
+            self.dirpath = trainer.strategy.broadcast(os.path.join(self.root, name, version))
+        super().setup(trainer, pl_module, stage)
+
+
+class TestPanels(Callback):
+    """After ``test``: a grid of sample predictions (green correct, red wrong) and the confusion matrix."""
+
+    def __init__(self, num_images: int = 64) -> None:
+        self.num_images = num_images
+        self._images: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+        self._preds: list[torch.Tensor] = []
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._images, self._targets, self._preds = [], [], []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        have = sum(len(t) for t in self._targets)
+        if have >= self.num_images or outputs is None:
+            return
+        take = self.num_images - have
+        self._images.append(batch[0][:take].detach().float().cpu())
+        self._targets.append(batch[1][:take].detach().cpu())
+        self._preds.append(outputs[:take].argmax(1).detach().cpu())
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = _tensorboard(trainer)
+        if writer is None or not trainer.is_global_zero or not self._images:
+            return
+        names = list(getattr(trainer.datamodule, "class_names", None) or [])
+        mean = torch.tensor(getattr(trainer.datamodule, "mean", (0.0, 0.0, 0.0))).view(1, 3, 1, 1)
+        std = torch.tensor(getattr(trainer.datamodule, "std", (1.0, 1.0, 1.0))).view(1, 3, 1, 1)
+        images = (torch.cat(self._images) * std + mean).clamp(0, 1)
+        step = trainer.global_step
+        writer.add_figure("test/predictions", _prediction_grid(images, torch.cat(self._targets),
+                                                              torch.cat(self._preds), names), step)
+        confusion = pl_module.test_confusion.compute().cpu()
+        writer.add_figure("test/confusion_matrix", _confusion_figure(confusion), step)
+
+
+def _tensorboard(trainer: L.Trainer) -> Any:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def _prediction_grid(images: torch.Tensor, targets: torch.Tensor, preds: torch.Tensor, names: list[str]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 8
+    rows = (len(images) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.8))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, target, pred in zip(axes.flat, images, targets.tolist(), preds.tolist()):
+        ax.imshow(image.permute(1, 2, 0).numpy())
+        label = names[pred] if pred < len(names) else str(pred)
+        ax.set_title(label, fontsize=7, color="green" if pred == target else "red")
+    fig.tight_layout()
+    return fig
+
+
+def _confusion_figure(confusion: torch.Tensor) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 8))
+    rows = confusion.sum(1, keepdim=True).clamp(min=1)
+    im = ax.imshow((confusion / rows).numpy(), cmap="viridis", vmin=0, vmax=1)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("confusion matrix (row-normalised)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv`` (file, then top-k class names and probabilities) into the run folder."""
+
+    def __init__(self, top_k: int = 5, filename: str = "predictions.csv") -> None:
+        super().__init__(write_interval="epoch")
+        self.top_k = top_k
+        self.filename = filename
+        self.path: Path | None = None
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        names = list(getattr(trainer.datamodule, "class_names", None) or [])
+        folder = Path(trainer.log_dir or ".")
+        folder.mkdir(parents=True, exist_ok=True)
+        rank = "" if trainer.world_size == 1 else f".rank{trainer.global_rank}"
+        self.path = folder / (Path(self.filename).stem + rank + Path(self.filename).suffix)
+        k = min(self.top_k, pl_module.hparams.num_classes)
+        header = ["file"] + [f"{kind}{i + 1}" for i in range(k) for kind in ("class", "prob")]
+        with open(self.path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for batch in predictions:
+                probs, idx = batch["probs"].topk(k, dim=1)
+                for name, p_row, i_row in zip(batch["names"], probs.tolist(), idx.tolist()):
+                    row: list[Any] = [name]
+                    for p, i in zip(p_row, i_row):
+                        row += [names[i] if i < len(names) else str(i), f"{p:.6f}"]
+                    writer.writerow(row)
+        print(f"wrote {self.path}")

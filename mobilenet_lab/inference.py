@@ -1,0 +1,64 @@
+"""``load_model``: a trained checkpoint as a deployable ``nn.Module`` with its preprocessing inside."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .callbacks import safe_load_checkpoint
+from .errors import CheckpointError
+from .models import create_model
+
+__all__ = ["Classifier", "load_model"]
+
+
+class Classifier(nn.Module):
+    """Normalisation + network: float32 RGB in [0, 1], N x 3 x H x W, to logits.
+
+    Attributes:
+        class_names: Name of each output class.
+        image_size: The side the network was trained at (feed images resized to it).
+        mean, std: The per-channel normalisation applied inside.
+        config: ``create_model`` arguments of the network.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        class_names: Sequence[str],
+        image_size: int,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.class_names = list(class_names)
+        self.image_size = image_size
+        self.config = dict(getattr(model, "config", {}))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images - self.mean) / self.std)
+
+
+def load_model(ckpt_path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Classifier:
+    """Loads a ``fit`` checkpoint (safely: ``weights_only``) as an eval-mode :class:`Classifier`."""
+    checkpoint = safe_load_checkpoint(ckpt_path, map_location=map_location)
+    meta = checkpoint.get("mobilenet_lab")
+    if not meta or "model_config" not in meta:
+        raise CheckpointError(f"{ckpt_path} was not written by mobilenet_lab's fit (no model description)")
+    config = dict(meta["model_config"])
+    model = create_model(config.pop("name"), **config)
+    state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{ckpt_path}: weights do not fit the saved architecture ({str(err).splitlines()[0]})") from None
+    mean = meta.get("mean") or (0.0, 0.0, 0.0)
+    std = meta.get("std") or (1.0, 1.0, 1.0)
+    names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
+    return Classifier(model, mean, std, names, int(meta.get("image_size", 32))).eval()

@@ -1,0 +1,289 @@
+"""The classification system around a plain MobileNet, and one thin LightningModule per version.
+
+``ImageClassifier`` owns loss, metrics and optimisation; the network itself is the plain
+``nn.Module`` from :mod:`mobilenet_lab.models` (``self.model``), which is all that export needs.
+The version classes (``MobileNetV1`` ... ``MobileNetV3Large``) only expose that version's own
+options with their defaults, so ``--help`` documents them and jsonargparse rejects bad ones.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from .errors import UserError
+from .models import create_model
+from .schedules import ScheduleCallable, WarmupCosine
+
+__all__ = ["ImageClassifier", "MobileNetV1", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large"]
+
+Stem = Literal["imagenet", "cifar"]
+
+
+def _default_optimizer(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+
+
+def _default_schedule(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int) -> WarmupCosine:
+    return WarmupCosine(optimizer, total_steps, steps_per_epoch, warmup_epochs=1.0)
+
+
+class ImageClassifier(L.LightningModule):
+    """Cross-entropy training of a registered MobileNet with top-1/top-5 accuracy per stage.
+
+    Args:
+        model_name: Registered model name (``mobilenet_lab.models.list_models()``).
+        model_options: Arguments of ``create_model`` (width, stem, dropout, version options).
+        num_classes: Output classes; the CLI links it from the data module.
+        label_smoothing: Label smoothing of the cross-entropy loss.
+        optimizer: Builds the optimizer from parameter groups (any ``torch.optim`` class).
+        lr_scheduler: Builds the per-step LR schedule from (optimizer, total_steps, steps_per_epoch).
+        weight_decay_on_norm_and_bias: Apply weight decay to BatchNorm and bias parameters too.
+        channels_last: Run the network in channels-last memory format (faster on CPU and GPU).
+        compile: ``torch.compile`` the network (first step compiles for a minute or more).
+        weights: ``"torchvision"`` starts from torchvision's ImageNet weights (width 1.0).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        model_options: dict[str, Any] | None = None,
+        num_classes: int = 100,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: ScheduleCallable | None = _default_schedule,
+        weight_decay_on_norm_and_bias: bool = False,
+        channels_last: bool = True,
+        compile: bool = False,
+        weights: Literal["torchvision"] | None = None,
+    ) -> None:
+        super().__init__()
+        # The version classes save their own arguments only: the CLI rebuilds a model from a
+        # checkpoint's hyperparameters (``test --ckpt_path`` without a config).
+        ignore = ["optimizer", "lr_scheduler"]
+        if type(self) is not ImageClassifier:
+            ignore += ["model_name", "model_options"]
+        self.save_hyperparameters(ignore=ignore)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise UserError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        try:
+            self.model = create_model(model_name, num_classes=num_classes, weights=weights, **(model_options or {}))
+        except ValueError as err:
+            raise UserError(f"model: {err}") from None
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        # What forward() calls: the compiled network if asked. Kept out of the submodules (plain
+        # attribute) so the state dict holds the weights once, under ``model.``.
+        object.__setattr__(self, "network", torch.compile(self.model) if compile else self.model)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.best_val_acc = 0.0
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.network(images)
+
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # Targets are class indices, or N x C probabilities after mixup/cutmix.
+        return F.cross_entropy(logits.float(), targets, label_smoothing=self.hparams.label_smoothing)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, targets = batch[0], batch[1]
+        logits = self(images)
+        loss = self._loss(logits, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss.item()} at epoch {self.current_epoch}, global step {self.global_step}"
+            )
+        hard = targets.argmax(1) if targets.ndim == 2 else targets
+        self.train_acc(logits, hard)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, targets = batch[0], batch[1]
+        logits = self(images)
+        self.val_acc(logits, targets)
+        self.val_acc_top5(logits, targets)
+        self.log("val/loss", self._loss(logits, targets), prog_bar=True, sync_dist=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+        self.log("val/acc_top5", self.val_acc_top5)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        acc = self.trainer.callback_metrics.get("val/acc")
+        if acc is not None:
+            self.best_val_acc = max(self.best_val_acc, float(acc))
+            self.log("hp_metric", self.best_val_acc, sync_dist=False)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, targets = batch[0], batch[1]
+        logits = self(images)
+        self.test_acc(logits, targets)
+        self.test_acc_top5(logits, targets)
+        self.test_confusion(logits, targets)
+        self.log("test/loss", self._loss(logits, targets), sync_dist=True)
+        self.log("test/acc", self.test_acc)
+        self.log("test/acc_top5", self.test_acc_top5)
+        return logits
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        images, names = batch[0], batch[1]
+        return {"names": list(names), "probs": self(images).float().softmax(1)}
+
+    # ------------------------------------------------------------ optimisation
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Two groups: weights with decay, BatchNorm and bias parameters (1-D) without, unless asked."""
+        if self.hparams.weight_decay_on_norm_and_bias:
+            return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(self.parameter_groups())
+        if self.lr_scheduler is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        if not math.isfinite(total) or total <= 0:
+            raise UserError("the LR schedule needs a finite run: set trainer.max_epochs or trainer.max_steps")
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        steps_per_epoch = max(1, total // epochs)
+        scheduler = self.lr_scheduler(optimizer, total, steps_per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Everything load_model() needs to rebuild the plain network, without this class.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        checkpoint["mobilenet_lab"] = {
+            "model_config": dict(self.model.config),
+            "class_names": list(getattr(datamodule, "class_names", None) or []),
+            "image_size": int(getattr(datamodule, "image_size", 32)),
+            "mean": [float(v) for v in getattr(datamodule, "mean", ())],
+            "std": [float(v) for v in getattr(datamodule, "std", ())],
+            "best_val_acc": self.best_val_acc,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("mobilenet_lab", {}).get("model_config")
+        if saved is None:
+            return
+        ours = self.model.config
+        keys = ("name", "num_classes", "width_mult", "stem", "downsamples_removed", "activation")
+        diff = {k: (saved.get(k), ours.get(k)) for k in keys if saved.get(k) != ours.get(k)}
+        if diff:
+            pretty = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
+            raise UserError(f"the checkpoint's architecture does not match the config ({pretty}); "
+                            "use the config the checkpoint was trained with")
+        self.best_val_acc = checkpoint["mobilenet_lab"].get("best_val_acc", 0.0)
+
+
+class MobileNetV1(ImageClassifier):
+    """MobileNetV1 (Howard et al., 2017) on CIFAR-100.
+
+    Args:
+        width_mult: Width multiplier alpha (0.25, 0.5, 0.75, 1.0, ...).
+        stem: ``cifar`` runs the first two stride-2 layers at stride 1 (4x4 final map at 32x32).
+        downsamples_removed: Overrides how many early stride-2 layers run at stride 1 (3: 8x8 map).
+        dropout: Dropout before the classifier.
+        activation: ``relu`` (the paper) or ``relu6``.
+    """
+
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        stem: Stem = "cifar",
+        downsamples_removed: int | None = None,
+        dropout: float = 0.0,
+        activation: Literal["relu", "relu6"] = "relu",
+        **kwargs: Any,
+    ) -> None:
+        options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed,
+                       dropout=dropout, activation=activation)
+        super().__init__("mobilenet_v1", options, **kwargs)
+
+
+class MobileNetV2(ImageClassifier):
+    """MobileNetV2 (Sandler et al., 2018) on CIFAR-100.
+
+    Args:
+        width_mult: Width multiplier (0.35 ... 1.4); the 1280 last conv is never reduced.
+        stem: ``cifar`` runs the first two stride-2 layers at stride 1 (4x4 final map at 32x32).
+        downsamples_removed: Overrides how many early stride-2 layers run at stride 1 (3: 8x8 map).
+        dropout: Dropout before the classifier.
+    """
+
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        stem: Stem = "cifar",
+        downsamples_removed: int | None = None,
+        dropout: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed, dropout=dropout)
+        super().__init__("mobilenet_v2", options, **kwargs)
+
+
+class MobileNetV3Large(ImageClassifier):
+    """MobileNetV3-Large (Howard et al., 2019) on CIFAR-100.
+
+    Args:
+        width_mult: Width multiplier (0.25 ... 1.25); the 1280 head layer is not scaled.
+        stem: ``cifar`` runs the first two stride-2 layers at stride 1 (4x4 final map at 32x32).
+        downsamples_removed: Overrides how many early stride-2 layers run at stride 1 (3: 8x8 map).
+        dropout: Dropout before the classifier.
+    """
+
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        stem: Stem = "cifar",
+        downsamples_removed: int | None = None,
+        dropout: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed, dropout=dropout)
+        super().__init__("mobilenet_v3_large", options, **kwargs)
+
+
+class MobileNetV3Small(ImageClassifier):
+    """MobileNetV3-Small (Howard et al., 2019) on CIFAR-100.
+
+    Args:
+        width_mult: Width multiplier (0.25 ... 1.25); the 1024 head layer is not scaled.
+        stem: ``cifar`` runs the first two stride-2 layers at stride 1 (4x4 final map at 32x32).
+        downsamples_removed: Overrides how many early stride-2 layers run at stride 1 (3: 8x8 map).
+        dropout: Dropout before the classifier.
+    """
+
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        stem: Stem = "cifar",
+        downsamples_removed: int | None = None,
+        dropout: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed, dropout=dropout)
+        super().__init__("mobilenet_v3_small", options, **kwargs)

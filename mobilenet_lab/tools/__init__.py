@@ -1,0 +1,1 @@
+"""Command-line tools that work on models, checkpoints and logs: summary, benchmark, report, export."""
