@@ -1,0 +1,138 @@
+"""Shared fixtures: a tiny CIFAR-100 archive in the official format, the real data, a malicious pickle."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+TINY_TRAIN_PER_CLASS = 4
+TINY_TEST_PER_CLASS = 2
+TINY_CLASS_NAMES = [f"class_{i:02d}" for i in range(100)]
+
+
+def make_tiny_images(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Learnable 32x32 RGB images (N x 3072 uint8, official plane layout) for the given labels.
+
+    Class c gets a base colour from c % 10 and a stripe pattern from c // 10 (orientation and
+    period), plus mild noise, so a small model can tell the 100 classes apart.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:32, 0:32]
+    palette = np.array(
+        [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+         [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [128, 128, 128]],
+        dtype=np.float64,
+    )
+    out = np.empty((len(labels), 3, 32, 32), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        colour = palette[c % 10]
+        kind, period = divmod(int(c) // 10, 5)  # 2 orientations x 5 periods
+        coord = yy if kind == 0 else xx
+        stripes = ((coord // (period + 2)) % 2).astype(np.float64)  # 0/1 stripes
+        img = colour[:, None, None] * (0.35 + 0.65 * stripes[None])
+        img += rng.normal(0.0, 12.0, size=img.shape)
+        out[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return out.reshape(len(labels), 3072)
+
+
+def write_cifar_archive(
+    data_dir: Path,
+    train: tuple[np.ndarray, Any],
+    test: tuple[np.ndarray, Any] | None = None,
+    class_names: list[Any] | None = None,
+    bytes_keys: bool = False,
+    protocol: int = 2,
+) -> Path:
+    """Write ``data_dir/cifar-100-python/{train,test,meta}`` like the official archive.
+
+    Args:
+        data_dir: Parent folder (created).
+        train: (data N x 3072 uint8, fine labels) for ``train``.
+        test: The same for ``test`` (default: the first 10 train images).
+        class_names: ``fine_label_names`` (default: 100 generated names).
+        bytes_keys: Use bytes dict keys, as a Python 3 ``encoding="bytes"`` re-pack has.
+        protocol: Pickle protocol (2 as the official Python 2 files).
+
+    Returns:
+        ``data_dir`` (what the DataModule's ``data_dir`` takes).
+    """
+    folder = Path(data_dir) / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    test = test if test is not None else (train[0][:10], list(train[1])[:10])
+    names = class_names if class_names is not None else TINY_CLASS_NAMES
+
+    def key(k: str) -> Any:
+        return k.encode() if bytes_keys else k
+
+    for split, (data, labels) in (("train", train), ("test", test)):
+        labels_list = [int(x) for x in labels] if not isinstance(labels, (np.ndarray, str)) else labels
+        entry = {
+            key("filenames"): [f"img_{i:05d}.png" for i in range(len(data))],
+            key("batch_label"): f"{split} batch",
+            key("fine_labels"): labels_list,
+            key("coarse_labels"): [0] * len(data),
+            key("data"): data,
+        }
+        with open(folder / split, "wb") as f:
+            pickle.dump(entry, f, protocol=protocol)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({key("fine_label_names"): names, key("coarse_label_names"): [f"super_{i}" for i in range(20)]},
+                    f, protocol=protocol)
+    return Path(data_dir)
+
+
+def tiny_arrays(per_class: int, seed: int) -> tuple[np.ndarray, list[int]]:
+    """``per_class`` images of each class, classes interleaved (0, 1, ..., 99, 0, 1, ...)."""
+    labels = np.tile(np.arange(100), per_class)
+    return make_tiny_images(labels, seed), labels.tolist()
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small archive in the official format: 400 train (4/class), 200 test (2/class), 100 names."""
+    root = tmp_path_factory.mktemp("tiny_cifar")
+    return write_cifar_archive(
+        root, tiny_arrays(TINY_TRAIN_PER_CLASS, seed=1), tiny_arrays(TINY_TEST_PER_CLASS, seed=2)
+    )
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The folder holding the real ``cifar-100-python/`` (env MOBILENET_LAB_DATA), or skip."""
+    value = os.environ.get("MOBILENET_LAB_DATA")
+    if not value:
+        pytest.skip("set MOBILENET_LAB_DATA to the folder that holds cifar-100-python/ to run real-data tests")
+    path = Path(value)
+    if not (path / "cifar-100-python" / "train").is_file():
+        pytest.skip(f"MOBILENET_LAB_DATA={value} has no cifar-100-python/train")
+    return path
+
+
+class _Payload:
+    """Unpickling this runs ``os.system("touch <marker>")``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[str]]:
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def write_malicious_pickle(path: Path, marker: Path, protocol: int = 2) -> Path:
+    """Write a CIFAR-looking dict whose ``data`` entry runs a shell command creating ``marker``."""
+    entry = {"data": _Payload(marker), "fine_labels": [0]}
+    with open(path, "wb") as f:
+        pickle.dump(entry, f, protocol=protocol)
+    return path
+
+
+@pytest.fixture
+def malicious_pickle(tmp_path: Path) -> tuple[Path, Path]:
+    """(pickle path, marker path): loading the pickle unsafely would create the marker file."""
+    marker = tmp_path / "pwned"
+    return write_malicious_pickle(tmp_path / "evil.pkl", marker), marker
