@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             from .cli import cli_main
 
-            cli_main(argv)
+            sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv (without --debug)
+            cli_main()
     except Exception as err:  # noqa: BLE001 - every user-fixable error becomes one line
         message = _friendly(err)
         if debug or message is None:

@@ -21,9 +21,6 @@ TRAINER_DEFAULTS: dict[str, Any] = {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {"save_dir": "lightning_logs", "name": "mobilenet"},
     },
-    "callbacks": [
-        {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
-    ],
     "use_distributed_sampler": False,  # the data module shards with its own (seed, epoch) sampler
 }
 
@@ -38,6 +35,7 @@ class MobileNetCLI(LightningCLI):
             subclass_mode_model=True,
             trainer_defaults=TRAINER_DEFAULTS,
             save_config_kwargs={"overwrite": False},
+            auto_configure_optimizers=False,
             args=args,
             **kwargs,
         )
@@ -56,7 +54,7 @@ class MobileNetCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
-        extra = [TestPanels(), PredictionWriter()]
+        extra = [LearningRateMonitor(logging_interval="step"), TestPanels(), PredictionWriter()]
         kwargs.setdefault("plugins", [])
         kwargs["plugins"] = [AtomicCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
