@@ -1,0 +1,115 @@
+"""The benchmark tool at a tiny sweep: files, columns, sane numbers, torchvision reference, errors."""
+
+import csv
+
+import pytest
+import torch
+
+from mobilenet_lab.__main__ import main as cli
+from mobilenet_lab.models import convert_torchvision_state_dict, count_macs, count_params, create_model
+from mobilenet_lab.tools import benchmark
+from mobilenet_lab.errors import UserError
+
+TINY = ["--widths", "0.25", "--image_sizes", "32", "--runs", "5", "--warmup", "1", "--batch_runs", "2",
+        "--batch_warmup", "1", "--batch_size", "8", "--train_batch_size", "4", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    rows = benchmark.main(["--models", "mobilenet_v2", "mobilenet_v3_small", *TINY, "--out", str(out)])
+    return out, rows
+
+
+def test_writes_md_csv_png_with_expected_columns(tiny_run):
+    out, rows = tiny_run
+    for name in ("benchmark.md", "benchmark.csv", "benchmark.png"):
+        assert (out / name).stat().st_size > 0
+    with open(out / "benchmark.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == benchmark.COLUMNS + benchmark.HARDWARE_COLUMNS
+    # V2 has a torchvision counterpart at every width, V3-Small only at width 1.0.
+    assert [(r["model"], r["impl"]) for r in table] == [
+        ("mobilenet_v2", "ours"), ("mobilenet_v2", "torchvision"), ("mobilenet_v3_small", "ours")]
+    md = (out / "benchmark.md").read_text()
+    assert "| model" in md and "latency_p90_ms" in md and "CPU:" in md and torch.__version__ in md
+    assert table[0]["cpu"] and table[0]["threads"] == "1" and table[0]["torch"] == torch.__version__
+    assert (out / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_numbers_are_sane_and_counts_exact(tiny_run):
+    _, rows = tiny_run
+    for r in rows:
+        assert r["latency_ms"] > 0 and r["latency_p90_ms"] >= r["latency_ms"]
+        assert r["infer_img_s"] > 0 and r["train_img_s"] > 0
+        model = create_model(r["model"], width_mult=r["width"], num_classes=100, stem="cifar")
+        assert r["params"] == count_params(model)
+        assert r["MACs"] == count_macs(model, 32)
+    ours, ref = rows[0], rows[1]
+    assert ref["impl"] == "torchvision" and ref["params"] == ours["params"] and ref["MACs"] == ours["MACs"]
+    assert ours["latency_vs_torchvision"] == pytest.approx(ours["latency_ms"] / ref["latency_ms"])
+
+
+@pytest.mark.parametrize("name,width", [("mobilenet_v2", 0.5), ("mobilenet_v3_small", 1.0),
+                                        ("mobilenet_v3_large", 1.0)])
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_torchvision_reference_is_the_same_function(name, width, stem):
+    ref = benchmark.torchvision_reference(name, width, 100, stem).eval()
+    ours = create_model(name, width_mult=width, num_classes=100, stem=stem).eval()
+    ours.load_state_dict(convert_torchvision_state_dict(name, ref.state_dict()), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_no_reference_where_width_semantics_differ():
+    assert benchmark.torchvision_reference("mobilenet_v1", 1.0, 100, "cifar") is None
+    assert benchmark.torchvision_reference("mobilenet_v3_large", 0.75, 100, "cifar") is None
+
+
+def test_statistics():
+    assert benchmark.median([3.0, 1.0, 2.0]) == 2.0
+    assert benchmark.median([1.0, 2.0, 3.0, 4.0]) == 2.5
+    assert benchmark.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 90) == pytest.approx(4.6)
+    calls = []
+    times = benchmark.interleaved_times([lambda: calls.append("a"), lambda: calls.append("b")], 1, 3)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"] and [len(t) for t in times] == [3, 3]
+
+
+def test_report_csv_adds_accuracy_panel(tmp_path):
+    report = tmp_path / "report.csv"
+    report.write_text("run,model,width,stem,image_size,best_val_acc\nm/version_0,mobilenet_v1,0.25,cifar,32,0.4\n")
+    assert benchmark.read_accuracy(report) == {("mobilenet_v1", 0.25, "cifar", 32): 0.4}
+    rows = [{"model": "mobilenet_v1", "width": 0.25, "impl": "ours", "stem": "cifar", "image_size": 32,
+             "device": "cpu", "MACs": 1e6, "latency_ms": 2.0}]
+    benchmark.plot(rows, tmp_path / "b.png", benchmark.read_accuracy(report))
+    assert (tmp_path / "b.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--widths", "0"], "must be > 0"),
+    (["--widths", "-1"], "must be > 0"),
+    (["--models", "resnet50"], "invalid choice"),
+    (["--image_sizes", "4"], "--image_sizes must be >= 8"),
+    (["--channels_last", "maybe"], "invalid choice"),
+])
+def test_bad_arguments_are_one_clear_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli(["benchmark", *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_only_without_cuda_is_a_user_error(tmp_path, capsys):
+    with pytest.raises(UserError, match="no CUDA device"):
+        benchmark.main(["--devices", "cuda", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exc:
+        cli(["benchmark", "--devices", "cuda", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and capsys.readouterr().err.startswith("error: --devices cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_beside_cpu_is_skipped_with_a_note(capsys):
+    assert benchmark._devices(["cpu", "cuda"]) == ["cpu"]
+    assert "skipping --devices cuda" in capsys.readouterr().err
