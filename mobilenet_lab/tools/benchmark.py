@@ -54,7 +54,10 @@ COLUMNS = [
     "model", "width", "impl", "stem", "image_size", "device", "params", "MACs",
     "latency_ms", "latency_p90_ms", "infer_img_s", "train_img_s", "latency_vs_torchvision",
 ]
-HARDWARE_COLUMNS = ["cpu", "threads", "torch", "gpu", "channels_last"]
+HARDWARE_COLUMNS = ["cpu", "threads", "torch", "gpu", "channels_last", "env"]
+#: Environment variables that change CPU speed (recorded when set).
+SPEED_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MALLOC_MMAP_THRESHOLD_",
+             "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "LD_PRELOAD")
 TORCHVISION_MODELS = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
 
 
@@ -79,6 +82,7 @@ def hardware_info(channels_last: bool) -> dict[str, Any]:
         "torch": torch.__version__,
         "gpu": gpu,
         "channels_last": channels_last,
+        "env": " ".join(f"{k}={os.environ[k]}" for k in SPEED_ENV if os.environ.get(k)),
     }
 
 
@@ -293,7 +297,8 @@ def markdown_report(rows: list[dict[str, Any]], args: argparse.Namespace, elapse
         "",
         f"- CPU: {hw['cpu']}; torch threads: {hw['threads']}",
         f"- GPU: {hw['gpu'] or 'none'}",
-        f"- torch {hw['torch']}, Python {platform.python_version()}, channels_last: {hw['channels_last']}",
+        f"- torch {hw['torch']}, Python {platform.python_version()}, channels_last: {hw['channels_last']}; "
+        f"environment: {hw['env'] or '(no speed-related variables set)'}",
         f"- stem {args.stem}, {args.num_classes} classes; latency: batch 1, median and p90 of {args.runs} runs "
         f"after {args.warmup} warm-up; throughput: batch {args.batch_size}; training: SGD at batch "
         f"{args.train_batch_size}; median of {args.batch_runs} after {args.batch_warmup} warm-up",
