@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import pickle
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -24,6 +25,16 @@ from mobilenet_lab.data.cifar100 import (
 )
 from mobilenet_lab.data.augment import pad_crop_flip
 from mobilenet_lab.errors import DataError, UserError
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Batches of 32x32 images are too small for intra-op threads; on a busy 2-core machine they
+    # only contend (10x slower). Restored afterwards so other test modules are unaffected.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # ------------------------------------------------------------------------------------------------
 # Reading the archive
@@ -505,3 +516,54 @@ def test_real_cifar100_datamodule(real_data_dir: Path) -> None:
     assert len(dm.train_dataloader()) == 45000 // 128
     x, y = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
     assert x.shape == (128, 3, 32, 32) and abs(float(x.mean())) < 0.3
+
+
+def test_lightning_mid_epoch_resume_with_skip_replays_the_same_batches(tiny_cifar: Path, tmp_path: Path) -> None:
+    """Crash mid-epoch, resume from the checkpoint with skip_batches_on_resume: identical batches."""
+    import lightning as L
+
+    class Probe(L.LightningModule):
+        def __init__(self, log: list) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(3 * 32 * 32, 100)
+            self.seen = log
+
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            self.seen.append((self.current_epoch, batch_idx, x.clone(), y.clone()))
+            return torch.nn.functional.cross_entropy(self.layer(x.flatten(1)), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    class Crash(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+            if trainer.current_epoch == 1 and args[-1] == 2:  # batch_idx 2 of epoch 1
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+                raise RuntimeError("simulated crash")
+
+    class Skip(L.Callback):
+        def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            # Saved in on_train_batch_end of batch_idx 2: batches 0..2 are done, resume at 3.
+            trainer.datamodule.skip_batches_on_resume(trainer.current_epoch, 3)
+
+    def fit(log: list, callbacks: list, ckpt: Path | None = None) -> None:
+        dm = CIFAR100DataModule(data_dir=str(tiny_cifar), val_size=0, batch_size=64, seed=3,
+                                cutmix_alpha=1.0, random_erasing=0.5)
+        trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            callbacks=callbacks, default_root_dir=tmp_path)
+        trainer.fit(Probe(log), datamodule=dm, ckpt_path=ckpt)
+
+    full: list = []
+    fit(full, [])
+    part: list = []
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(part, [Crash()])
+    torch.manual_seed(1234)  # the new process's global RNG differs
+    rest: list = []
+    fit(rest, [Skip()], tmp_path / "mid.ckpt")
+    resumed = part + rest
+    assert [(e, i) for e, i, *_ in resumed] == [(e, i) for e, i, *_ in full] and len(full) == 12
+    for (_, _, xa, ya), (_, _, xb, yb) in zip(full, resumed):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

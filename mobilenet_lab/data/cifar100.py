@@ -551,6 +551,16 @@ class CIFAR100DataModule(L.LightningDataModule):
             self._class_names = load_class_names(self.data_dir)
         return self._class_names
 
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        """Normalisation mean (RGB, 0..1) applied in :meth:`on_after_batch_transfer`."""
+        return CIFAR100_MEAN
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        """Normalisation standard deviation (RGB, 0..1)."""
+        return CIFAR100_STD
+
     # -- Lightning hooks -----------------------------------------------------------------------
 
     def prepare_data(self) -> None:
@@ -667,17 +677,21 @@ class CIFAR100DataModule(L.LightningDataModule):
     def skip_batches_on_resume(self, epoch: int, batches_done: int) -> None:
         """Resume mid-epoch: the next training iteration of ``epoch`` skips its first ``batches_done`` batches.
 
-        Call it after restoring a checkpoint saved ``batches_done`` batches into ``epoch``
-        (per rank, i.e. Lightning's ``batch_idx + 1`` of the last finished batch), before the
-        training loop iterates the train loader; e.g. from a callback's ``on_train_start`` or
-        from the LightningModule's ``on_load_checkpoint``. Works whether or not
-        :meth:`train_dataloader` was created already. The remaining batches are exactly those
-        the uninterrupted epoch would have produced (same order, same augmentation), and the
-        following epochs are unaffected.
+        Call it after the checkpoint is restored and before the training loop iterates the
+        train loader, e.g. from a callback's ``on_train_start`` (tested) or ``on_train_epoch_start``
+        of the resumed epoch. Works whether or not :meth:`train_dataloader` was created already.
+        The remaining batches are exactly those the uninterrupted epoch would have produced (same
+        order, same augmentation, same erasing/mixup), and later epochs are unaffected.
+
+        ``batches_done`` must equal the ``batch_idx`` at which Lightning resumes: for a
+        checkpoint written in ``on_train_batch_end`` of ``batch_idx = k`` that is ``k + 1``
+        (Lightning's restored ``fit_loop.epoch_loop.batch_progress.current.completed`` still
+        reads ``k`` in ``on_train_start``; its restart logic adds the 1 later). ``len()`` of
+        the loader stays the full epoch, which is what Lightning's restored counters expect.
 
         Args:
             epoch: The interrupted epoch (0-based, ``trainer.current_epoch``).
-            batches_done: Training batches of that epoch already consumed.
+            batches_done: Training batches of that epoch already trained on (per rank).
         """
         if epoch < 0 or batches_done < 0:
             raise ValueError(f"epoch and batches_done must be >= 0, got {epoch}, {batches_done}")
