@@ -37,6 +37,8 @@ def _friendly(err: BaseException) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from .errors import TrainingInterrupted
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("MOBILENET_LAB_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None) -> None:
 
             sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv (without --debug)
             cli_main()
+    except TrainingInterrupted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
     except Exception as err:  # noqa: BLE001 - every user-fixable error becomes one line
         message = _friendly(err)
         if debug or message is None:

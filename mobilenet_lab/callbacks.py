@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import pickle
+import signal
+import threading
 import tempfile
 import zipfile
 from pathlib import Path
@@ -15,9 +17,10 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 
-from .errors import CheckpointError
+from .errors import CheckpointError, TrainingInterrupted, UserError
 
 __all__ = [
+    "GracefulStop",
     "AtomicCheckpointIO",
     "safe_load_checkpoint",
     "RunCheckpoint",
@@ -83,8 +86,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint writing to ``<root>/<run name>/<version>/`` (the logger's name and version).
 
-    By default keeps the best checkpoint by ``val/acc`` and ``last.ckpt``. A new run gets a new
+    Keeps the best checkpoint by ``val/acc`` (after each validation) and ``last.ckpt`` (after each
+    epoch, and every ``last_every_n_steps`` optimizer steps for long epochs). A new run gets a new
     version folder, so it never overwrites another run's files.
+
+    Args:
+        root: Folder holding one sub-folder per run name.
+        monitor: Metric that ranks checkpoints.
+        mode: ``max`` or ``min`` for ``monitor``.
+        save_top_k: How many best checkpoints to keep.
+        save_last: Keep ``last.ckpt``, the one to resume from.
+        last_every_n_steps: Also refresh ``last.ckpt`` every N optimizer steps (0: only per epoch).
+        filename: Name pattern of the best checkpoints.
     """
 
     def __init__(
@@ -94,14 +107,34 @@ class RunCheckpoint(ModelCheckpoint):
         mode: str = "max",
         save_top_k: int = 1,
         save_last: bool = True,
-        every_n_train_steps: int | None = None,
+        last_every_n_steps: int = 0,
         filename: str = "epoch{epoch:03d}-val_acc{val/acc:.4f}",
     ) -> None:
+        if last_every_n_steps < 0:
+            raise UserError(f"checkpoint.last_every_n_steps must be >= 0, got {last_every_n_steps}")
         super().__init__(
             monitor=monitor, mode=mode, save_top_k=save_top_k, save_last=save_last,
-            every_n_train_steps=every_n_train_steps, filename=filename, auto_insert_metric_name=False,
+            filename=filename, auto_insert_metric_name=False,
         )
         self.root = root
+        self.last_every_n_steps = last_every_n_steps
+        self._last_step_saved = -1
+
+    @property
+    def last_path(self) -> str:
+        return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+
+    def save_last_now(self, trainer: L.Trainer) -> str:
+        """Writes ``last.ckpt`` with the current state (atomic through the trainer's checkpoint I/O)."""
+        trainer.save_checkpoint(self.last_path)
+        return self.last_path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        n = self.last_every_n_steps
+        if n and trainer.global_step % n == 0 and trainer.global_step != self._last_step_saved:
+            self._last_step_saved = trainer.global_step
+            self.save_last_now(trainer)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.dirpath is None:
@@ -111,6 +144,48 @@ class RunCheckpoint(ModelCheckpoint):
             version = version if isinstance(version, str) else f"version_{version}"
             self.dirpath = trainer.strategy.broadcast(os.path.join(self.root, name, version))
         super().setup(trainer, pl_module, stage)
+
+
+class GracefulStop(Callback):
+    """SIGINT or SIGTERM during ``fit``: finish the current batch, write ``last.ckpt``, stop.
+
+    The fit then raises :class:`TrainingInterrupted` (the command line prints how to resume and
+    exits with 128 + the signal number). A second SIGINT interrupts at once.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl+C stops at once
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.received = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            signum = getattr(signal, name)
+            self._previous[signum] = signal.signal(signum, self._handler)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.received is None:
+            return
+        checkpoint = next((cb for cb in trainer.callbacks if isinstance(cb, RunCheckpoint)), None)
+        if checkpoint is not None and checkpoint.dirpath:
+            path = checkpoint.save_last_now(trainer)
+        else:
+            path = os.path.join(trainer.default_root_dir, "interrupted.ckpt")
+            trainer.save_checkpoint(path)
+        raise TrainingInterrupted(self.received, 128 + getattr(signal, self.received), path)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
 
 class TestPanels(Callback):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI
 
-from .callbacks import AtomicCheckpointIO, PredictionWriter, RunCheckpoint, TestPanels, safe_load_checkpoint
+from .callbacks import AtomicCheckpointIO, GracefulStop, PredictionWriter, RunCheckpoint, TestPanels, safe_load_checkpoint
 from .data import CIFAR100DataModule
 from .errors import UserError
 from .modules import ImageClassifier
@@ -29,6 +30,7 @@ class MobileNetCLI(LightningCLI):
     """LightningCLI over the MobileNet LightningModules and the CIFAR-100 data module."""
 
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
+        args = _model_from_checkpoint(list(sys.argv[1:] if args is None else args))
         super().__init__(
             ImageClassifier,
             CIFAR100DataModule,
@@ -54,7 +56,7 @@ class MobileNetCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
-        extra = [LearningRateMonitor(logging_interval="step"), TestPanels(), PredictionWriter()]
+        extra = [LearningRateMonitor(logging_interval="step"), GracefulStop(), TestPanels(), PredictionWriter()]
         kwargs.setdefault("plugins", [])
         kwargs["plugins"] = [AtomicCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
@@ -63,6 +65,34 @@ class MobileNetCLI(LightningCLI):
 
     def before_fit(self) -> None:
         _check_writable(self.trainer)
+
+
+def _option(args: list[str], name: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _model_from_checkpoint(args: list[str]) -> list[str]:
+    """``test/validate/predict --ckpt_path C`` with no model given: take the model class from C.
+
+    LightningCLI fills the model's arguments from the checkpoint's hyperparameters, but only
+    once a model class is chosen; this picks the class the checkpoint was trained with.
+    """
+    if not args or args[0] not in ("test", "validate", "predict"):
+        return args
+    ckpt_path = _option(args, "--ckpt_path")
+    if ckpt_path is None or _option(args, "--model") is not None or _option(args, "--config") is not None:
+        return args
+    if any(a in ("-c",) or a.startswith("--model.") for a in args):
+        return args
+    class_path = safe_load_checkpoint(ckpt_path).get("hyper_parameters", {}).get("_class_path")
+    if class_path is None:
+        raise UserError(f"{ckpt_path} does not name its model class; pass --config with the run's config.yaml")
+    return [args[0], f"--model={class_path}", *args[1:]]
 
 
 def _check_writable(trainer: Any) -> None:

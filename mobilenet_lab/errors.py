@@ -5,7 +5,7 @@ missing data set, unreadable checkpoint). The command line prints ``error: <mess
 with status 2, without a traceback (set ``MOBILENET_LAB_DEBUG=1`` or pass ``--debug`` to see it).
 """
 
-__all__ = ["UserError", "DataError", "CheckpointError"]
+__all__ = ["UserError", "DataError", "CheckpointError", "TrainingInterrupted"]
 
 
 class UserError(Exception):
@@ -18,3 +18,15 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint is missing, truncated, refused by the safe loader or does not match the config."""
+
+
+class TrainingInterrupted(Exception):
+    """``fit`` stopped on SIGINT/SIGTERM after writing a checkpoint; exits with 128 + signal number."""
+
+    def __init__(self, signal_name: str, exit_code: int, checkpoint: str) -> None:
+        super().__init__(
+            f"{signal_name} received: training stopped after the current batch and saved {checkpoint}; "
+            f"resume with the same command plus --ckpt_path {checkpoint}"
+        )
+        self.exit_code = exit_code
+        self.checkpoint = checkpoint

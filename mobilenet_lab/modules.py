@@ -183,6 +183,10 @@ class ImageClassifier(L.LightningModule):
             "std": [float(v) for v in getattr(datamodule, "std", ())],
             "best_val_acc": self.best_val_acc,
         }
+        # Exact resume: dropout draws from the global RNG, which Lightning does not checkpoint.
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("mobilenet_lab", {}).get("model_config")
@@ -196,6 +200,11 @@ class ImageClassifier(L.LightningModule):
             raise UserError(f"the checkpoint's architecture does not match the config ({pretty}); "
                             "use the config the checkpoint was trained with")
         self.best_val_acc = checkpoint["mobilenet_lab"].get("best_val_acc", 0.0)
+        rng = checkpoint.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 class MobileNetV1(ImageClassifier):

@@ -1,0 +1,202 @@
+"""End to end through the command line: fit, test, predict, configs, DDP, checkpoints and logs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mobilenet_lab.cli import MobileNetCLI
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+TRAINER_PRESETS = sorted((ROOT / "configs" / "trainer").glob("*.yaml"))
+# Small and fast: the tiny archive (4 images per class), narrow networks, no progress bar.
+FAST = [
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--data.batch_size=32",
+    "--data.val_size=100",
+    "--trainer.log_every_n_steps=2",
+]
+
+
+def run_cli(args: list[str]) -> MobileNetCLI:
+    return MobileNetCLI(args=args)
+
+
+def scalar_tags(log_dir: Path) -> set[str]:
+    tags: set[str] = set()
+    for event_file in log_dir.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(event_file))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags
+
+
+def python_m(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "mobilenet_lab", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `fit` of 2 epochs on the tiny archive, run through `python -m mobilenet_lab`."""
+    work = tmp_path_factory.mktemp("fit")
+    result = python_m(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_dir={tiny_cifar}",
+                       "--trainer.max_epochs=2", "--model.init_args.width_mult=0.25", *FAST], cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
+
+
+def test_fit_writes_logs_checkpoints_and_config(fitted: Path):
+    log_dir = fitted / "lightning_logs/quickstart/version_0"
+    tags = scalar_tags(log_dir)
+    for tag in ["train/loss", "train/acc", "val/loss", "val/acc", "val/acc_top5", "hp_metric"]:
+        assert tag in tags, sorted(tags)
+    assert any(t.startswith("lr-") for t in tags), sorted(tags)
+    config = yaml.safe_load((log_dir / "config.yaml").read_text())
+    assert config["model"]["class_path"].endswith("MobileNetV3Small")
+    assert config["model"]["init_args"]["width_mult"] == 0.25
+    ckpt_dir = fitted / "checkpoints/quickstart/version_0"
+    assert (ckpt_dir / "last.ckpt").is_file()
+    best = [p for p in ckpt_dir.glob("epoch*.ckpt")]
+    assert len(best) == 1
+    checkpoint = torch.load(best[0], weights_only=True)
+    assert checkpoint["mobilenet_lab"]["model_config"]["name"] == "mobilenet_v3_small"
+    assert len(checkpoint["mobilenet_lab"]["class_names"]) == 100
+    assert not list(ckpt_dir.glob("*.tmp")), "atomic save left a temporary file"
+
+
+def test_test_from_checkpoint_without_retyping_options(fitted: Path, tiny_cifar: Path):
+    best = next((fitted / "checkpoints/quickstart/version_0").glob("epoch*.ckpt"))
+    # No --config: the model comes from the checkpoint's hyperparameters (width 0.25 included).
+    result = python_m(["test", f"--ckpt_path={best}", f"--data.data_dir={tiny_cifar}",
+                       "--trainer.enable_progress_bar=false"],
+                      cwd=fitted)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test/acc" in result.stdout
+    runs = sorted((fitted / "lightning_logs").glob("*/version_*"))
+    test_run = max(runs, key=lambda p: p.stat().st_mtime)
+    tags = scalar_tags(test_run)
+    assert {"test/acc", "test/acc_top5"} <= tags
+    images = set()
+    for event_file in test_run.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(event_file), size_guidance={"images": 0})
+        acc.Reload()
+        images |= set(acc.Tags()["images"])
+    assert {"test/predictions", "test/confusion_matrix"} <= images
+
+
+def test_fit_learns_and_test_accuracy_matches_checkpoint(tiny_cifar: Path, tmp_path: Path, monkeypatch):
+    # The tiny archive's classes are separable (colour + pattern): a few epochs must beat chance
+    # (1%) by far, and `test` from the best checkpoint must agree with the loaded weights.
+    # (V2: its BatchNorm momentum 0.1 settles in these few steps; V3's 0.01 needs hundreds.)
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["fit", "--config", str(ROOT / "configs/v2.yaml"), f"--data.data_dir={tiny_cifar}",
+                   "--trainer.max_epochs=8", "--model.init_args.width_mult=0.5",
+                   "--model.init_args.lr_scheduler.init_args.warmup_epochs=0", *FAST, "--data.val_size=0"])
+    best = cli.trainer.checkpoint_callback.best_model_path
+    assert best and cli.trainer.checkpoint_callback.best_model_score > 0.05
+    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)
+    assert results[0]["test/acc"] == pytest.approx(float(cli.trainer.checkpoint_callback.best_model_score), abs=1e-6)
+
+
+def test_overfit_one_batch_drives_loss_near_zero(tiny_cifar: Path):
+    from torch import nn
+
+    from mobilenet_lab.data import CIFAR100DataModule
+    from mobilenet_lab.modules import MobileNetV2
+
+    torch.manual_seed(0)
+    data = CIFAR100DataModule(data_dir=str(tiny_cifar), batch_size=32, augment="none", val_size=0)
+    data.setup("fit")
+    images, labels = data.on_after_batch_transfer(next(iter(data.val_dataloader())), 0)
+    module = MobileNetV2(width_mult=0.5, dropout=0.0, channels_last=False)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=3e-3, weight_decay=0.0)
+    first = None
+    for _ in range(120):
+        loss = nn.functional.cross_entropy(module(images), labels)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert first > 4.0 and loss.item() < 0.05, (first, loss.item())
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_each_shipped_config_runs_a_few_steps(config: Path, tiny_cifar: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["fit", "--config", str(config), f"--data.data_dir={tiny_cifar}", "--trainer.fast_dev_run=2",
+                   "--trainer.accelerator=cpu", "--data.batch_size=8", *FAST[:2]])
+    assert cli.trainer.global_step == 2
+    assert torch.isfinite(torch.tensor(float(cli.trainer.callback_metrics["train/loss"])))
+
+
+@pytest.mark.parametrize("preset", TRAINER_PRESETS, ids=lambda p: p.name)
+def test_trainer_presets_parse(preset: Path, tmp_path: Path):
+    result = python_m(["fit", "--config", str(ROOT / "configs/v3_small.yaml"), "--config", str(preset),
+                       "--print_config"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = yaml.safe_load(result.stdout)
+    expected = yaml.safe_load(preset.read_text())["trainer"]
+    for key, value in expected.items():
+        assert printed["trainer"][key] == value
+
+
+def test_print_config_round_trips(tiny_cifar: Path, tmp_path: Path):
+    first = python_m(["fit", "--config", str(ROOT / "configs/v2.yaml"), "--model.init_args.width_mult=0.75",
+                      "--print_config"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (tmp_path / "printed.yaml").write_text(first.stdout)
+    second = python_m(["fit", "--config", "printed.yaml", "--print_config"], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert yaml.safe_load(first.stdout) == yaml.safe_load(second.stdout)
+    assert yaml.safe_load(second.stdout)["model"]["init_args"]["width_mult"] == 0.75
+
+
+def test_help_documents_version_options(tmp_path: Path):
+    result = python_m(["fit", "--model", "MobileNetV1", "--help"], cwd=tmp_path)
+    assert result.returncode == 0
+    assert "activation" in result.stdout and "relu6" in result.stdout
+    assert "Width multiplier alpha" in result.stdout
+
+
+def test_predict_writes_csv(fitted: Path, tmp_path: Path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (50, 40), (200, 30, 30)).save(folder / "red.png")
+    Image.new("L", (32, 32), 128).save(folder / "gray.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    best = next((fitted / "checkpoints/quickstart/version_0").glob("epoch*.ckpt"))
+    result = python_m(["predict", f"--ckpt_path={best}", f"--data.predict_dir={folder}",
+                       "--trainer.enable_progress_bar=false"], cwd=fitted)
+    assert result.returncode == 0, result.stderr[-3000:]
+    csv_path = max(fitted.glob("lightning_logs/*/version_*/predictions.csv"), key=lambda p: p.stat().st_mtime)
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["file"] for r in rows] == ["gray.jpg", "red.png"]
+    for row in rows:
+        probs = [float(row[f"prob{i}"]) for i in range(1, 6)]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-5
+        assert row["class1"] and not row["class1"].isdigit()  # class names, not indices
+    assert "notes.txt" in result.stderr  # skipped with a warning
+
+
+def test_ddp_two_cpu_processes(tiny_cifar: Path, tmp_path: Path):
+    result = python_m(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_dir={tiny_cifar}",
+                       "--trainer.max_epochs=1", "--model.init_args.width_mult=0.25", "--trainer.strategy=ddp",
+                       "--trainer.devices=2", "--trainer.accelerator=cpu", *FAST], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tags = scalar_tags(tmp_path / "lightning_logs/quickstart/version_0")
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_top5", "hp_metric"} <= tags
+    assert (tmp_path / "checkpoints/quickstart/version_0/last.ckpt").is_file()
