@@ -27,6 +27,8 @@ def _friendly(err: BaseException) -> str | None:
 
     from .errors import UserError
 
+    if isinstance(err, MisconfigurationException) and "gpu backend" in str(err).lower():
+        return "a GPU was asked for but none is available here: use --trainer.accelerator cpu"
     if isinstance(err, (UserError, MisconfigurationException)):
         return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if isinstance(err, FloatingPointError):

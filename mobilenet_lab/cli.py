@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI
 
 from .callbacks import AtomicCheckpointIO, GracefulStop, PredictionWriter, RunCheckpoint, TestPanels, safe_load_checkpoint
 from .data import CIFAR100DataModule
 from .errors import UserError
+from .models import check_model_args, model_options
 from .modules import ImageClassifier
 
 __all__ = ["MobileNetCLI", "cli_main"]
@@ -63,6 +67,11 @@ class MobileNetCLI(LightningCLI):
         trainer.callbacks.extend(extra)
         return trainer
 
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        _check_model(config.get("model"))
+        _check_devices(config.get("trainer"))
+
     def before_fit(self) -> None:
         _check_writable(self.trainer)
 
@@ -95,6 +104,49 @@ def _model_from_checkpoint(args: list[str]) -> list[str]:
     return [args[0], f"--model={class_path}", *args[1:]]
 
 
+def _check_model(model: Any) -> None:
+    """Validates the network options with the registry's own checks, before anything is built."""
+    if model is None or not getattr(model, "class_path", None):
+        return
+    module_name, _, class_name = model.class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    name = getattr(cls, "model_name", None)
+    if not isinstance(name, str):
+        return
+    init = dict(model.get("init_args") or {})
+    allowed = model_options(name)
+    options = {k: v for k, v in init.items() if k in allowed and k != "num_classes"}
+    try:
+        check_model_args(name, **options)
+    except ValueError as err:
+        raise UserError(f"model: {err}") from None
+
+
+def _check_devices(trainer: Any) -> None:
+    """GPU asked on a machine without one, or more devices than exist: say so before starting."""
+    if trainer is None:
+        return
+    accelerator, devices = str(trainer.get("accelerator") or "auto"), trainer.get("devices", "auto")
+    count = None
+    if isinstance(devices, int):
+        count = devices
+    elif isinstance(devices, str) and devices.isdigit():
+        count = int(devices)
+    elif isinstance(devices, (list, tuple)):
+        count = len(devices)
+    if accelerator in ("gpu", "cuda"):
+        available = torch.cuda.device_count()
+        if available == 0:
+            raise UserError(f"trainer.accelerator={accelerator} but no CUDA GPU is available here; "
+                            "use --trainer.accelerator cpu (or --config configs/trainer/cpu.yaml)")
+        if count is not None and count > available:
+            raise UserError(f"trainer.devices={count} but only {available} GPU(s) are available; "
+                            f"use --trainer.devices {available} (or -1 for all)")
+    if accelerator == "cpu" and count is not None and count > (os.cpu_count() or 1):
+        raise UserError(f"trainer.devices={count} CPU processes but this machine has {os.cpu_count()} cores; "
+                        "use fewer (each process trains a shard of every batch)")
+
+
 def _check_writable(trainer: Any) -> None:
     folders = []
     if trainer.logger is not None and getattr(trainer.logger, "save_dir", None):
@@ -110,4 +162,6 @@ def _check_writable(trainer: Any) -> None:
 
 
 def cli_main(args: list[str] | None = None) -> MobileNetCLI:
+    # We pass the (possibly completed) command line as args on purpose.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return MobileNetCLI(args=args)

@@ -218,6 +218,8 @@ class MobileNetV1(ImageClassifier):
         activation: ``relu`` (the paper) or ``relu6``.
     """
 
+    model_name = "mobilenet_v1"
+
     def __init__(
         self,
         width_mult: float = 1.0,
@@ -229,7 +231,7 @@ class MobileNetV1(ImageClassifier):
     ) -> None:
         options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed,
                        dropout=dropout, activation=activation)
-        super().__init__("mobilenet_v1", options, **kwargs)
+        super().__init__(self.model_name, options, **kwargs)
 
 
 class MobileNetV2(ImageClassifier):
@@ -242,6 +244,8 @@ class MobileNetV2(ImageClassifier):
         dropout: Dropout before the classifier.
     """
 
+    model_name = "mobilenet_v2"
+
     def __init__(
         self,
         width_mult: float = 1.0,
@@ -251,7 +255,7 @@ class MobileNetV2(ImageClassifier):
         **kwargs: Any,
     ) -> None:
         options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed, dropout=dropout)
-        super().__init__("mobilenet_v2", options, **kwargs)
+        super().__init__(self.model_name, options, **kwargs)
 
 
 class MobileNetV3Large(ImageClassifier):
@@ -264,6 +268,8 @@ class MobileNetV3Large(ImageClassifier):
         dropout: Dropout before the classifier.
     """
 
+    model_name = "mobilenet_v3_large"
+
     def __init__(
         self,
         width_mult: float = 1.0,
@@ -273,7 +279,7 @@ class MobileNetV3Large(ImageClassifier):
         **kwargs: Any,
     ) -> None:
         options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed, dropout=dropout)
-        super().__init__("mobilenet_v3_large", options, **kwargs)
+        super().__init__(self.model_name, options, **kwargs)
 
 
 class MobileNetV3Small(ImageClassifier):
@@ -286,6 +292,8 @@ class MobileNetV3Small(ImageClassifier):
         dropout: Dropout before the classifier.
     """
 
+    model_name = "mobilenet_v3_small"
+
     def __init__(
         self,
         width_mult: float = 1.0,
@@ -295,4 +303,4 @@ class MobileNetV3Small(ImageClassifier):
         **kwargs: Any,
     ) -> None:
         options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed, dropout=dropout)
-        super().__init__("mobilenet_v3_small", options, **kwargs)
+        super().__init__(self.model_name, options, **kwargs)

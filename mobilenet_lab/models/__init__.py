@@ -3,11 +3,12 @@
 from .base import STEMS, MobileNet
 from .layers import make_divisible
 from .profile import count_macs, count_params
-from .registry import create_model, list_models, model_options, register_model
+from .registry import check_model_args, create_model, list_models, model_options, register_model
 from .torchvision import convert_torchvision_state_dict
 
 __all__ = [
     "MobileNet",
+    "check_model_args",
     "STEMS",
     "convert_torchvision_state_dict",
     "count_macs",

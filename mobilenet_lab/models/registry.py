@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["register_model", "list_models", "create_model", "model_options"]
+__all__ = ["register_model", "list_models", "create_model", "check_model_args", "model_options"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 WEIGHTS = (None, "torchvision")
@@ -66,6 +66,30 @@ def create_model(
         **version_options: Options of that version (e.g. ``activation`` for V1,
             ``downsamples_removed`` for all).
     """
+    check_model_args(name, num_classes=num_classes, width_mult=width_mult, dropout=dropout, weights=weights,
+                     **version_options)
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, width_mult=width_mult, stem=stem, **version_options)
+    if dropout is not None:
+        kwargs["dropout"] = dropout
+    model = _builder(name)(**kwargs)
+    model.config = {"name": name, **kwargs}
+    if weights == "torchvision":
+        from .torchvision import load_torchvision_weights
+
+        load_torchvision_weights(model, name)
+    return model
+
+
+def check_model_args(
+    name: str,
+    *,
+    num_classes: int = 1000,
+    width_mult: float = 1.0,
+    dropout: float | None = None,
+    weights: str | None = None,
+    **version_options: Any,
+) -> None:
+    """Raises ``ValueError`` naming the problem and the valid values, without building anything."""
     builder = _builder(name)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
@@ -81,16 +105,14 @@ def create_model(
         raise ValueError(
             f"unknown option(s) {', '.join(sorted(unknown))} for {name}; valid: {', '.join(sorted(allowed))}"
         )
-    kwargs: dict[str, Any] = dict(num_classes=num_classes, width_mult=width_mult, stem=stem, **version_options)
-    if dropout is not None:
-        kwargs["dropout"] = dropout
-    model = builder(**kwargs)
-    model.config = {"name": name, **kwargs}
-    if weights == "torchvision":
-        from .torchvision import load_torchvision_weights
+    from .base import STEMS, NUM_DOWNSAMPLINGS
 
-        load_torchvision_weights(model, name)
-    return model
+    stem = version_options.get("stem", "imagenet")
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; valid stems: {', '.join(STEMS)}")
+    removed = version_options.get("downsamples_removed")
+    if removed is not None and not 0 <= removed <= NUM_DOWNSAMPLINGS:
+        raise ValueError(f"downsamples_removed must be in 0..{NUM_DOWNSAMPLINGS}, got {removed}")
 
 
 def _load_builtin_models() -> None:
