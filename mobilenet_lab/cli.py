@@ -34,7 +34,9 @@ class MobileNetCLI(LightningCLI):
     """LightningCLI over the MobileNet LightningModules and the CIFAR-100 data module."""
 
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
-        args = _model_from_checkpoint(list(sys.argv[1:] if args is None else args))
+        given = list(sys.argv[1:] if args is None else args)
+        args = _model_from_checkpoint(given)
+        self._model_from_checkpoint = args != given
         super().__init__(
             ImageClassifier,
             CIFAR100DataModule,
@@ -56,7 +58,9 @@ class MobileNetCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
-            safe_load_checkpoint(ckpt_path)
+            checkpoint = safe_load_checkpoint(ckpt_path)
+            if not self._model_from_checkpoint:
+                _check_same_architecture(self.config[subcommand].get("model"), checkpoint, ckpt_path)
         super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
@@ -102,6 +106,28 @@ def _model_from_checkpoint(args: list[str]) -> list[str]:
     if class_path is None:
         raise UserError(f"{ckpt_path} does not name its model class; pass --config with the run's config.yaml")
     return [args[0], f"--model={class_path}", *args[1:]]
+
+
+ARCHITECTURE_KEYS = ("width_mult", "stem", "downsamples_removed", "activation")
+
+
+def _check_same_architecture(model: Any, checkpoint: dict[str, Any], ckpt_path: str) -> None:
+    """The config's model must be the checkpoint's: LightningCLI would otherwise silently take the latter."""
+    hparams = checkpoint.get("hyper_parameters", {})
+    saved_class = hparams.get("_class_path")
+    if model is None or saved_class is None:
+        return
+    init = model.get("init_args") or {}
+    diffs = []
+    if model.class_path.rsplit(".", 1)[-1] != saved_class.rsplit(".", 1)[-1]:
+        diffs.append(f"model: checkpoint {saved_class.rsplit('.', 1)[-1]} vs config {model.class_path.rsplit('.', 1)[-1]}")
+    else:
+        for key in ARCHITECTURE_KEYS:
+            if key in hparams and key in init and hparams[key] != init[key]:
+                diffs.append(f"{key}: checkpoint {hparams[key]!r} vs config {init[key]!r}")
+    if diffs:
+        raise UserError(f"{ckpt_path} does not match the config ({'; '.join(diffs)}); use the config the "
+                        "checkpoint was trained with, or leave out --config to take everything from the checkpoint")
 
 
 def _check_model(model: Any) -> None:
@@ -156,7 +182,7 @@ def _check_writable(trainer: Any) -> None:
         probe = folder
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
-        if not os.access(probe, os.W_OK):
+        if not probe.is_dir() or not os.access(probe, os.W_OK):
             raise UserError(f"cannot write to {folder} ({probe} is not writable); "
                             "choose another folder or fix its permissions")
 
