@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from mobilenet_lab.errors import UserError
 
-__all__ = ["ImageFolderPredictDataset", "load_rgb_image", "DEFAULT_MAX_PIXELS"]
+__all__ = ["ImageFolderPredictDataset", "load_rgb_image", "UnusableImageError", "DEFAULT_MAX_PIXELS"]
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 """Refuse images with more pixels than this (decompression-bomb guard, like ``Image.MAX_IMAGE_PIXELS``)."""
 
 
-class _Refused(Exception):
+class UnusableImageError(Exception):
     """An image file that exists but will not be used; the message is the reason."""
 
 
@@ -62,7 +62,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     try:
         return im.convert("RGB")
     except (ValueError, OSError) as exc:
-        raise _Refused(f"cannot convert PIL mode {mode} to RGB ({exc})") from None
+        raise UnusableImageError(f"cannot convert PIL mode {mode} to RGB ({exc})") from None
 
 
 def load_rgb_image(path: str | os.PathLike[str], size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tensor:
@@ -72,7 +72,7 @@ def load_rgb_image(path: str | os.PathLike[str], size: int, max_pixels: int | No
     resized (bilinear, antialiased; the aspect ratio is not kept, as CIFAR images are square).
 
     Raises:
-        _Refused: The file is not a usable image; the message says why.
+        UnusableImageError: The file is not a usable image; the message says why.
     """
     with warnings.catch_warnings():
         # PIL warns between MAX_IMAGE_PIXELS and twice that; our own limit decides instead.
@@ -81,7 +81,7 @@ def load_rgb_image(path: str | os.PathLike[str], size: int, max_pixels: int | No
             with Image.open(path) as im:
                 pixels = im.size[0] * im.size[1]
                 if max_pixels is not None and pixels > max_pixels:
-                    raise _Refused(
+                    raise UnusableImageError(
                         f"{im.size[0]}x{im.size[1]} = {pixels} pixels is over the limit of {max_pixels}"
                         " (possible decompression bomb)"
                     )
@@ -94,15 +94,15 @@ def load_rgb_image(path: str | os.PathLike[str], size: int, max_pixels: int | No
                 if rgb.size != (size, size):
                     rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
                 array = np.array(rgb, dtype=np.uint8)  # H x W x 3, a copy we own
-        except _Refused:
+        except UnusableImageError:
             raise
         except Image.DecompressionBombError as exc:
-            raise _Refused(f"too many pixels (possible decompression bomb): {exc}") from None
+            raise UnusableImageError(f"too many pixels (possible decompression bomb): {exc}") from None
         except Image.UnidentifiedImageError:
-            raise _Refused("not an image file PIL can read") from None
+            raise UnusableImageError("not an image file PIL can read") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             # PIL reports truncated and corrupt data as OSError/SyntaxError/ValueError.
-            raise _Refused(f"unreadable or truncated image ({exc})") from None
+            raise UnusableImageError(f"unreadable or truncated image ({exc})") from None
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
@@ -148,7 +148,7 @@ class ImageFolderPredictDataset(Dataset[tuple[Tensor, str]]):
         for name in names:
             try:
                 images.append(load_rgb_image(root / name, image_size, max_pixels))
-            except _Refused as exc:
+            except UnusableImageError as exc:
                 reason = str(exc)
                 self.skipped.append((name, reason))
                 warnings.warn(f"skipping {root / name}: {reason}", stacklevel=2)
