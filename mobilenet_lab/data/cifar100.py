@@ -608,6 +608,10 @@ class CIFAR100DataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_batched,
+            # Each loader draws its iterator seed from its own generator, not the global RNG:
+            # creating an iterator (every epoch, every validation) must not shift dropout's draws,
+            # or a resumed run would diverge from an uninterrupted one.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader[Any]:
@@ -673,6 +677,21 @@ class CIFAR100DataModule(L.LightningDataModule):
         return getattr(self, "trainer", None)
 
     # -- resume ----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training loop stands, saved in every checkpoint (for :meth:`load_state_dict`)."""
+        trainer = self._trainer_or_none()
+        if trainer is None or not trainer.training:
+            return {}
+        # ``processed`` counts the batches of this epoch already trained on, including the one
+        # whose on_train_batch_end is saving; at an epoch end it is the whole epoch.
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": trainer.current_epoch, "batches_done": int(done)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resuming from a checkpoint: skip the batches of the interrupted epoch already trained on."""
+        if "epoch" in state_dict and state_dict.get("batches_done", 0) > 0:
+            self.skip_batches_on_resume(state_dict["epoch"], state_dict["batches_done"])
 
     def skip_batches_on_resume(self, epoch: int, batches_done: int) -> None:
         """Resume mid-epoch: the next training iteration of ``epoch`` skips its first ``batches_done`` batches.
