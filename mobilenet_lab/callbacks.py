@@ -278,7 +278,7 @@ class PredictionWriter(BasePredictionWriter):
         self.path: Path | None = None
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        names = list(getattr(trainer.datamodule, "class_names", None) or [])
+        names = pl_module.class_names or list(getattr(trainer.datamodule, "class_names", None) or [])
         folder = Path(trainer.log_dir or ".")
         folder.mkdir(parents=True, exist_ok=True)
         rank = "" if trainer.world_size == 1 else f".rank{trainer.global_rank}"

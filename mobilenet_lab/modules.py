@@ -91,6 +91,7 @@ class ImageClassifier(L.LightningModule):
         self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.best_val_acc = 0.0
+        self.class_names: list[str] = []  # filled from a checkpoint (predict without the data set)
 
     # ------------------------------------------------------------------ steps
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -177,7 +178,7 @@ class ImageClassifier(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         checkpoint["mobilenet_lab"] = {
             "model_config": dict(self.model.config),
-            "class_names": list(getattr(datamodule, "class_names", None) or []),
+            "class_names": list(getattr(datamodule, "class_names", None) or self.class_names),
             "image_size": int(getattr(datamodule, "image_size", 32)),
             "mean": [float(v) for v in getattr(datamodule, "mean", ())],
             "std": [float(v) for v in getattr(datamodule, "std", ())],
@@ -200,6 +201,7 @@ class ImageClassifier(L.LightningModule):
             raise UserError(f"the checkpoint's architecture does not match the config ({pretty}); "
                             "use the config the checkpoint was trained with")
         self.best_val_acc = checkpoint["mobilenet_lab"].get("best_val_acc", 0.0)
+        self.class_names = list(checkpoint["mobilenet_lab"].get("class_names") or [])
         rng = checkpoint.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])

@@ -61,8 +61,11 @@ class OneCycle(OneCycleLR):
         final_div_factor: float = 1e4,
     ) -> None:
         max_lr = [group["lr"] for group in optimizer.param_groups]
+        # torch's OneCycleLR needs at least two steps in each phase (tiny debug runs).
+        total_steps = max(total_steps, 4)
+        pct_start = min(max(pct_start, 2 / total_steps), 0.5)
         super().__init__(
-            optimizer, max_lr=max_lr, total_steps=max(total_steps, 2), pct_start=pct_start,
+            optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start,
             div_factor=div_factor, final_div_factor=final_div_factor,
         )
 

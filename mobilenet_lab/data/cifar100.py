@@ -547,9 +547,9 @@ class CIFAR100DataModule(L.LightningDataModule):
     @property
     def class_names(self) -> list[str]:
         """The 100 fine class names (read from ``meta`` on first use; no ``setup`` needed)."""
-        if self._class_names is None:
+        if self._class_names is None and not missing_files(self.data_dir, ["meta"]):
             self._class_names = load_class_names(self.data_dir)
-        return self._class_names
+        return self._class_names or []
 
     @property
     def mean(self) -> tuple[float, float, float]:
@@ -565,6 +565,9 @@ class CIFAR100DataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download the archive when files are missing and ``download`` is set (rank 0 only)."""
+        trainer = self._trainer_or_none()
+        if trainer is not None and trainer.predicting:
+            return  # predict reads predict_dir only
         missing = missing_files(self.data_dir)
         if not missing:
             return
