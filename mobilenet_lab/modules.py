@@ -236,73 +236,43 @@ class MobileNetV1(ImageClassifier):
         super().__init__(self.model_name, options, **kwargs)
 
 
-class MobileNetV2(ImageClassifier):
-    """MobileNetV2 (Sandler et al., 2018) on CIFAR-100.
+class _InvertedResidualNetwork(ImageClassifier):
+    """The options V2, V3-Large and V3-Small share (set ``model_name`` in the subclass).
 
     Args:
-        width_mult: Width multiplier (0.35 ... 1.4); the 1280 last conv is never reduced.
+        width_mult: Width multiplier (0.25 ... 1.4); the last/head layer is not reduced (see the model).
         stem: ``cifar`` runs the first two stride-2 layers at stride 1 (4x4 final map at 32x32).
         downsamples_removed: Overrides how many early stride-2 layers run at stride 1 (3: 8x8 map).
         dropout: Dropout before the classifier.
     """
+
+    model_name = ""
+
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        stem: Stem = "cifar",
+        downsamples_removed: int | None = None,
+        dropout: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed, dropout=dropout)
+        super().__init__(self.model_name, options, **kwargs)
+
+
+class MobileNetV2(_InvertedResidualNetwork):
+    """MobileNetV2 (Sandler et al., 2018) on CIFAR-100; the 1280 last conv is never reduced."""
 
     model_name = "mobilenet_v2"
 
-    def __init__(
-        self,
-        width_mult: float = 1.0,
-        stem: Stem = "cifar",
-        downsamples_removed: int | None = None,
-        dropout: float = 0.2,
-        **kwargs: Any,
-    ) -> None:
-        options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed, dropout=dropout)
-        super().__init__(self.model_name, options, **kwargs)
 
-
-class MobileNetV3Large(ImageClassifier):
-    """MobileNetV3-Large (Howard et al., 2019) on CIFAR-100.
-
-    Args:
-        width_mult: Width multiplier (0.25 ... 1.25); the 1280 head layer is not scaled.
-        stem: ``cifar`` runs the first two stride-2 layers at stride 1 (4x4 final map at 32x32).
-        downsamples_removed: Overrides how many early stride-2 layers run at stride 1 (3: 8x8 map).
-        dropout: Dropout before the classifier.
-    """
+class MobileNetV3Large(_InvertedResidualNetwork):
+    """MobileNetV3-Large (Howard et al., 2019) on CIFAR-100; the 1280 head layer is not scaled."""
 
     model_name = "mobilenet_v3_large"
 
-    def __init__(
-        self,
-        width_mult: float = 1.0,
-        stem: Stem = "cifar",
-        downsamples_removed: int | None = None,
-        dropout: float = 0.2,
-        **kwargs: Any,
-    ) -> None:
-        options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed, dropout=dropout)
-        super().__init__(self.model_name, options, **kwargs)
 
-
-class MobileNetV3Small(ImageClassifier):
-    """MobileNetV3-Small (Howard et al., 2019) on CIFAR-100.
-
-    Args:
-        width_mult: Width multiplier (0.25 ... 1.25); the 1024 head layer is not scaled.
-        stem: ``cifar`` runs the first two stride-2 layers at stride 1 (4x4 final map at 32x32).
-        downsamples_removed: Overrides how many early stride-2 layers run at stride 1 (3: 8x8 map).
-        dropout: Dropout before the classifier.
-    """
+class MobileNetV3Small(_InvertedResidualNetwork):
+    """MobileNetV3-Small (Howard et al., 2019) on CIFAR-100; the 1024 head layer is not scaled."""
 
     model_name = "mobilenet_v3_small"
-
-    def __init__(
-        self,
-        width_mult: float = 1.0,
-        stem: Stem = "cifar",
-        downsamples_removed: int | None = None,
-        dropout: float = 0.2,
-        **kwargs: Any,
-    ) -> None:
-        options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed, dropout=dropout)
-        super().__init__(self.model_name, options, **kwargs)
