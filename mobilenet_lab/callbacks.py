@@ -141,7 +141,12 @@ class RunCheckpoint(ModelCheckpoint):
             name = logger.name if logger is not None else "default"
             version = logger.version if logger is not None else 0
             version = version if isinstance(version, str) else f"version_{version}"
-            self.dirpath = trainer.strategy.broadcast(os.path.join(self.root, name, version))
+            dirpath = os.path.join(self.root, name, version)
+            suffix = 1
+            while os.path.isdir(dirpath) and os.listdir(dirpath):  # another run's files: never mix
+                suffix += 1
+                dirpath = os.path.join(self.root, name, f"{version}_{suffix}")
+            self.dirpath = trainer.strategy.broadcast(dirpath)
         super().setup(trainer, pl_module, stage)
 
 
