@@ -1,0 +1,54 @@
+"""Images/s of the data pipeline alone: train loader + on-device crop/flip/normalise, no model.
+
+    python benchmarks/data_pipeline.py --data_dir ../shared/datasets [--batch_size 128] [--threads 2]
+
+Compare with the images/s the model trains at (fit_vs_bare.py): the pipeline must never be the
+bottleneck (target: at least 20x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", default=str(ROOT.parent / "shared/datasets"))
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--augment", default="standard")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from mobilenet_lab.data import CIFAR100DataModule
+
+    data = CIFAR100DataModule(data_dir=args.data_dir, batch_size=args.batch_size, augment=args.augment)
+    start = time.perf_counter()
+    data.setup("fit")
+    print(f"decode + split: {time.perf_counter() - start:.2f} s")
+    rates = []
+    for epoch in range(args.epochs):
+        loader = data.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        n, start = 0, time.perf_counter()
+        for batch in loader:
+            images, _ = data.on_after_batch_transfer(batch, 0)
+            n += len(images)
+        rates.append(n / (time.perf_counter() - start))
+        print(f"epoch {epoch}: {rates[-1]:,.0f} images/s ({n} images)")
+    print(f"median {statistics.median(rates):,.0f} images/s, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+          f"augment {args.augment}")
+
+
+if __name__ == "__main__":
+    main()
