@@ -64,10 +64,12 @@ class MobileNetCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
-        extra = [LearningRateMonitor(logging_interval="step"), GracefulStop(), TestPanels(), PredictionWriter()]
-        kwargs.setdefault("plugins", [])
+        # Checkpoints are always written atomically and loaded safely.
         kwargs["plugins"] = [AtomicCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
+        extra = [GracefulStop(), TestPanels(), PredictionWriter()]
+        if trainer.loggers:  # the learning-rate curve needs a logger
+            extra.insert(0, LearningRateMonitor(logging_interval="step"))
         trainer.callbacks.extend(extra)
         return trainer
 
