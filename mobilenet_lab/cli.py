@@ -192,4 +192,7 @@ def _check_writable(trainer: Any) -> None:
 def cli_main(args: list[str] | None = None) -> MobileNetCLI:
     # We pass the (possibly completed) command line as args on purpose.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    # Our data module resumes mid-epoch exactly (it checkpoints its position and skips the
+    # consumed batches), which Lightning cannot see from the DataLoader.
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     return MobileNetCLI(args=args)

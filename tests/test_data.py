@@ -126,8 +126,9 @@ def test_missing_data_without_download_says_where_and_how(tmp_path: Path) -> Non
     assert "\n" not in message
     with pytest.raises(DataError, match="download"):
         dm.setup("fit")
-    with pytest.raises(DataError, match="meta missing"):
-        _ = dm.class_names
+    # Without the data set there are no class names to read (predict then takes them from the
+    # checkpoint); the property must not fail.
+    assert dm.class_names == []
 
 
 def test_download_failure_is_one_line_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
