@@ -200,3 +200,15 @@ def test_ddp_two_cpu_processes(tiny_cifar: Path, tmp_path: Path):
     tags = scalar_tags(tmp_path / "lightning_logs/quickstart/version_0")
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_top5", "hp_metric"} <= tags
     assert (tmp_path / "checkpoints/quickstart/version_0/last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_compile_option_trains(tiny_cifar: Path, tmp_path: Path, monkeypatch):
+    # torch.compile on CPU: the first compile takes a minute or more.
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_dir={tiny_cifar}",
+                   "--model.init_args.width_mult=0.25", "--model.init_args.compile=true", "--trainer.max_steps=3",
+                   *FAST])
+    assert cli.trainer.global_step == 3
+    state = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)["state_dict"]
+    assert all(k.startswith("model.") for k in state)  # the compiled wrapper is not saved twice

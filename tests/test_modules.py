@@ -1,0 +1,99 @@
+"""The LightningModule system: parameter groups, per-step schedules, soft targets, load_model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mobilenet_lab.modules import MobileNetV1, MobileNetV2, MobileNetV3Large, MobileNetV3Small
+from mobilenet_lab.schedules import MultiStep, OneCycle, WarmupCosine
+
+
+def test_no_weight_decay_on_batchnorm_and_bias():
+    module = MobileNetV3Small(width_mult=0.25)
+    decay, no_decay = module.parameter_groups()
+    assert no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay
+    norm_and_bias = {id(p) for m in module.model.modules() for name, p in m.named_parameters(recurse=False)
+                     if isinstance(m, nn.BatchNorm2d) or name == "bias"}
+    assert {id(p) for p in no_decay["params"]} == norm_and_bias
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(module.model.parameters()))
+    (everything,) = MobileNetV3Small(width_mult=0.25, weight_decay_on_norm_and_bias=True).parameter_groups()
+    assert len(everything["params"]) == len(list(module.model.parameters()))
+
+
+def _lrs(scheduler_cls, steps: int, **kwargs) -> list[float]:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = scheduler_cls(optimizer, steps, 10, **kwargs)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_warmup_cosine():
+    lrs = _lrs(WarmupCosine, 100, warmup_epochs=2, warmup_start_factor=0.01)  # 10 steps per epoch
+    assert lrs[0] == pytest.approx(0.001)
+    assert lrs[10] == pytest.approx(0.1 * (0.01 + 0.99 * 10 / 20))  # halfway through the 20 warmup steps
+    assert lrs[20] == pytest.approx(0.1)
+    assert lrs[60] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 40 / 80)))
+    assert lrs[-1] < 0.001 and all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+
+
+def test_multistep_milestones_in_epochs():
+    lrs = _lrs(MultiStep, 50, milestones=[2, 4], gamma=0.1)
+    assert lrs[19] == pytest.approx(0.1) and lrs[20] == pytest.approx(0.01) and lrs[40] == pytest.approx(0.001)
+
+
+def test_one_cycle_peaks_at_configured_lr():
+    lrs = _lrs(OneCycle, 100, pct_start=0.25)
+    assert max(lrs) == pytest.approx(0.1, rel=1e-6) and lrs.index(max(lrs)) == 24
+    assert lrs[0] == pytest.approx(0.1 / 25) and lrs[-1] < 1e-4
+
+
+@pytest.mark.parametrize("cls", [MobileNetV1, MobileNetV2, MobileNetV3Small, MobileNetV3Large])
+def test_version_modules_build_their_network(cls):
+    module = cls(width_mult=0.25, num_classes=10)
+    assert module.model.config["name"] == cls.model_name
+    assert module.model.config["stem"] == "cifar" and module.model.num_classes == 10
+    logits = module(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 10)
+
+
+def test_soft_targets_from_mixup_train():
+    module = MobileNetV2(width_mult=0.25, num_classes=10)
+    images = torch.randn(4, 3, 32, 32)
+    soft = torch.softmax(torch.randn(4, 10), 1)
+    module.log = lambda *args, **kwargs: None  # no trainer attached
+    loss = module.training_step((images, soft), 0)
+    expected = nn.functional.cross_entropy(module(images), soft)
+    assert torch.isfinite(loss) and loss.item() > 0
+    assert loss.item() == pytest.approx(expected.item(), rel=0.2)  # dropout differs between the calls
+
+
+def test_load_model_reproduces_the_module(tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from mobilenet_lab import load_model
+    from mobilenet_lab.callbacks import AtomicCheckpointIO
+
+    torch.manual_seed(0)
+    module = MobileNetV3Small(width_mult=0.25, num_classes=100)
+    data = DataLoader(TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 100, (8,))), batch_size=4)
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", plugins=[AtomicCheckpointIO()])
+    trainer.fit(module, train_dataloaders=data)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    net = load_model(path)
+    assert not net.training and net.image_size == 32
+    images = torch.rand(3, 3, 32, 32)
+    module.eval()
+    with torch.no_grad():
+        expected = module((images - net.mean) / net.std)
+        torch.testing.assert_close(net(images), expected)
