@@ -38,7 +38,7 @@ from torch import nn
 from ..errors import UserError
 from ..models import count_macs, count_params, create_model, list_models
 from ..models.base import STEMS
-from .summary import markdown_table
+from .tables import markdown_table, output_dir, write_csv
 
 __all__ = [
     "main",
@@ -316,14 +316,6 @@ def markdown_report(rows: list[dict[str, Any]], args: argparse.Namespace, elapse
     return "\n".join(lines) + "\n"
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS + HARDWARE_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS + HARDWARE_COLUMNS})
-
-
 def read_accuracy(report_csv: Path) -> dict[tuple[str, float, str, int], float]:
     """Best validation accuracy per (model, width, stem, image size) from the report tool's CSV."""
     best: dict[tuple[str, float, str, int], float] = {}
@@ -478,16 +470,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create --out {args.out}: {err.strerror}") from None
+    output_dir(args.out)
     start = time.perf_counter()
     args.load_start = _load()
     rows = run_benchmark(args)
     md = markdown_report(rows, args, time.perf_counter() - start)
     (args.out / "benchmark.md").write_text(md, encoding="utf-8")
-    write_csv(rows, args.out / "benchmark.csv")
+    write_csv(rows, args.out / "benchmark.csv", COLUMNS + HARDWARE_COLUMNS)
     accuracy = read_accuracy(args.report_csv) if args.report_csv else None
     plot(rows, args.out / "benchmark.png", accuracy)
     if not args.quiet:

@@ -614,7 +614,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _benchmark_cli(args: argparse.Namespace, model: Classifier, ckpt: Path, files: dict[str, Path],
                    work: Path) -> None:
-    from .summary import markdown_table
+    from .tables import markdown_table
 
     onnx_fp32, onnx_int8, pte = None, None, {}
     if args.format == "onnx":

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
-from .summary import markdown_table
+from .tables import markdown_table, output_dir, write_csv
 
 __all__ = ["main", "collect_runs", "report_rows", "find_runs", "read_scalars", "model_spec", "COLUMNS"]
 
@@ -290,14 +290,6 @@ FORMATS = {
 }
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
-
-
 def read_latency(benchmark_csv: Path) -> dict[tuple[str, float, str, int], float]:
     """Median batch-1 latency (ms) of our rows per (model, width, stem, image size); CPU rows first."""
     latency: dict[tuple[str, float, str, int], float] = {}
@@ -387,13 +379,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if not runs:
         raise UserError(f"no runs under {args.logdir} (expected <logdir>/<name>/version_N/ with TensorBoard event files)")
     rows = report_rows(runs)
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create --out {args.out}: {err.strerror}") from None
+    output_dir(args.out)
     md = markdown_report(rows, args.logdir)
     (args.out / "report.md").write_text(md, encoding="utf-8")
-    write_csv(rows, args.out / "report.csv")
+    write_csv(rows, args.out / "report.csv", COLUMNS)
     latency = read_latency(args.benchmark_csv) if args.benchmark_csv else None
     plot(rows, args.out / "report.png", latency)
     if not args.quiet:

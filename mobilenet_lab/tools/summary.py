@@ -8,8 +8,9 @@ import torch
 
 from ..models import count_macs, count_params, create_model, list_models
 from ..models.base import STEMS
+from .tables import markdown_table
 
-__all__ = ["main", "summary_rows", "markdown_table"]
+__all__ = ["main", "summary_rows"]
 
 
 def summary_rows(models: list[str], widths: list[float], image_size: int, num_classes: int, stem: str) -> list[dict]:
@@ -28,31 +29,6 @@ def summary_rows(models: list[str], widths: list[float], image_size: int, num_cl
                 "final map": "x".join(str(s) for s in final),
             })
     return rows
-
-
-def markdown_table(rows: list[dict], formats: dict | None = None) -> str:
-    """Rows of dicts as a GitHub markdown table (numbers right-aligned, with thousands separators)."""
-    if not rows:
-        return "(no rows)"
-    formats = formats or {}
-    keys = list(rows[0])
-
-    def cell(key: str, value: object) -> str:
-        if key in formats:
-            return formats[key](value)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return f"{value:,}"
-        if isinstance(value, float):
-            return f"{value:g}"
-        return "" if value is None else str(value)
-
-    cells = [[cell(k, r.get(k)) for k in keys] for r in rows]
-    numeric = [all(isinstance(r.get(k), (int, float)) for r in rows) for k in keys]
-    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    line = lambda vals: "| " + " | ".join(  # noqa: E731
-        v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)) + " |"
-    sep = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
-    return "\n".join([line(keys), sep] + [line(c) for c in cells])
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -1,0 +1,55 @@
+"""Output shared by the tools: markdown tables, CSV files, the output folder."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+__all__ = ["markdown_table", "write_csv", "output_dir"]
+
+
+def markdown_table(rows: list[dict], formats: dict | None = None) -> str:
+    """Rows of dicts as a GitHub markdown table (numbers right-aligned, with thousands separators)."""
+    if not rows:
+        return "(no rows)"
+    formats = formats or {}
+    keys = list(rows[0])
+
+    def cell(key: str, value: object) -> str:
+        if key in formats:
+            return formats[key](value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value:,}"
+        if isinstance(value, float):
+            return f"{value:g}"
+        return "" if value is None else str(value)
+
+    cells = [[cell(k, r.get(k)) for k in keys] for r in rows]
+    numeric = [all(isinstance(r.get(k), (int, float)) for r in rows) for k in keys]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    line = lambda vals: "| " + " | ".join(  # noqa: E731
+        v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)) + " |"
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
+    return "\n".join([line(keys), sep] + [line(c) for c in cells])
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path, columns: Sequence[str]) -> None:
+    """Rows as CSV with the given columns (missing values empty, extra keys ignored)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+
+
+def output_dir(path: Path) -> Path:
+    """Creates the ``--out`` folder, or says in one line why it cannot."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create --out {path}: {err.strerror}") from None
+    return path
