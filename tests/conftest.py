@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
+import torch
 
 TINY_TRAIN_PER_CLASS = 4
 TINY_TEST_PER_CLASS = 2
@@ -132,3 +133,12 @@ def malicious_pickle(tmp_path: Path) -> tuple[Path, Path]:
     """(pickle path, marker path): loading the pickle unsafely would create the marker file."""
     marker = tmp_path / "pwned"
     return write_malicious_pickle(tmp_path / "evil.pkl", marker), marker
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for the test: thousands of tiny 32x32 ops only contend on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -15,14 +14,9 @@ from torchvision.transforms.v2 import functional as TF
 from mobilenet_lab.data import augment as aug
 from mobilenet_lab.data.cifar100 import CIFAR100_MEAN, CIFAR100_STD, CIFAR100DataModule, EvalBatch
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Thousands of tiny per-image torchvision calls: extra intra-op threads only contend.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 
 
 def chi_square_uniform(counts: list[int] | np.ndarray) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import pickle
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -26,14 +25,8 @@ from mobilenet_lab.data.cifar100 import (
 from mobilenet_lab.data.augment import pad_crop_flip
 from mobilenet_lab.errors import DataError, UserError
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Batches of 32x32 images are too small for intra-op threads; on a busy 2-core machine they
-    # only contend (10x slower). Restored afterwards so other test modules are unaffected.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 
 # ------------------------------------------------------------------------------------------------
