@@ -17,7 +17,7 @@ from .callbacks import AtomicCheckpointIO, GracefulStop, PredictionWriter, RunCh
 from .data import CIFAR100DataModule
 from .errors import UserError
 from .models import check_model_args, model_options
-from .modules import ImageClassifier
+from .modules import ARCHITECTURE_KEYS, ImageClassifier
 
 __all__ = ["MobileNetCLI", "cli_main"]
 
@@ -108,9 +108,6 @@ def _model_from_checkpoint(args: list[str]) -> list[str]:
     if class_path is None:
         raise UserError(f"{ckpt_path} does not name its model class; pass --config with the run's config.yaml")
     return [args[0], f"--model={class_path}", *args[1:]]
-
-
-ARCHITECTURE_KEYS = ("width_mult", "stem", "downsamples_removed", "activation")
 
 
 def _check_same_architecture(model: Any, checkpoint: dict[str, Any], ckpt_path: str) -> None:

@@ -24,6 +24,8 @@ from .schedules import ScheduleCallable, WarmupCosine
 __all__ = ["ImageClassifier", "MobileNetV1", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large"]
 
 Stem = Literal["imagenet", "cifar"]
+#: The model options that change the architecture (what a checkpoint must agree on with a config).
+ARCHITECTURE_KEYS = ("width_mult", "stem", "downsamples_removed", "activation")
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
@@ -193,7 +195,7 @@ class ImageClassifier(L.LightningModule):
         if saved is None:
             return
         ours = self.model.config
-        keys = ("name", "num_classes", "width_mult", "stem", "downsamples_removed", "activation")
+        keys = ("name", "num_classes", *ARCHITECTURE_KEYS)
         diff = {k: (saved.get(k), ours.get(k)) for k in keys if saved.get(k) != ours.get(k)}
         if diff:
             pretty = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
