@@ -50,6 +50,14 @@ class ImageClassifier(L.LightningModule):
         channels_last: Run the network in channels-last memory format (faster on CPU and GPU).
         compile: ``torch.compile`` the network (first step compiles for a minute or more).
         weights: ``"torchvision"`` starts from torchvision's ImageNet weights (width 1.0).
+        bn_momentum: Overrides every BatchNorm's momentum (PyTorch convention: weight of the new
+            batch statistics; V3's paper value is 0.01, which lags the weights in short runs).
+        lr_reference_batch_size: The optimizer's ``lr`` is stated for this global batch size and
+            scaled linearly to the run's (``batch_size`` x devices), e.g. 128: lr 0.1 becomes
+            0.4 at batch 512. None uses ``lr`` as given.
+        finite_check_every: On an accelerator, a non-finite loss is recorded on the device and
+            raised every this many steps (and before any checkpoint is written), so training
+            never waits on the host each step. On the CPU it is checked every step.
     """
 
     def __init__(
@@ -64,6 +72,9 @@ class ImageClassifier(L.LightningModule):
         channels_last: bool = True,
         compile: bool = False,
         weights: Literal["torchvision"] | None = None,
+        bn_momentum: float | None = None,
+        lr_reference_batch_size: int | None = None,
+        finite_check_every: int = 50,
     ) -> None:
         super().__init__()
         # The version classes save their own arguments only: the CLI rebuilds a model from a
@@ -74,10 +85,20 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters(ignore=ignore)
         if not 0.0 <= label_smoothing < 1.0:
             raise UserError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if bn_momentum is not None and not 0.0 < bn_momentum <= 1.0:
+            raise UserError(f"bn_momentum must be in (0, 1], got {bn_momentum}; set --model.init_args.bn_momentum")
+        if lr_reference_batch_size is not None and lr_reference_batch_size < 1:
+            raise UserError(f"lr_reference_batch_size must be >= 1, got {lr_reference_batch_size}")
+        if finite_check_every < 1:
+            raise UserError(f"finite_check_every must be >= 1, got {finite_check_every}")
         try:
             self.model = create_model(model_name, num_classes=num_classes, weights=weights, **(model_options or {}))
         except ValueError as err:
             raise UserError(f"model: {err}") from None
+        if bn_momentum is not None:
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.momentum = bn_momentum
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = optimizer
@@ -85,12 +106,17 @@ class ImageClassifier(L.LightningModule):
         # What forward() calls: the compiled network if asked. Kept out of the submodules (plain
         # attribute) so the state dict holds the weights once, under ``model.``.
         object.__setattr__(self, "network", torch.compile(self.model) if compile else self.model)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        # No per-update argument validation: it calls torch.unique, a host sync every step on a GPU.
+        # Labels are range-checked once when the data set is read.
+        top1 = dict(num_classes=num_classes, average="micro", validate_args=False)
+        top5 = dict(top1, top_k=min(5, num_classes))
+        self.train_acc = MulticlassAccuracy(**top1)
+        self.val_acc = MulticlassAccuracy(**top1)
+        self.val_acc_top5 = MulticlassAccuracy(**top5)
+        self.test_acc = MulticlassAccuracy(**top1)
+        self.test_acc_top5 = MulticlassAccuracy(**top5)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self._first_nonfinite: torch.Tensor | None = None  # device-side: first step with a non-finite loss
         self.best_val_acc = 0.0
         self.class_names: list[str] = []  # filled from a checkpoint (predict without the data set)
 
@@ -108,15 +134,43 @@ class ImageClassifier(L.LightningModule):
         images, targets = batch[0], batch[1]
         logits = self(images)
         loss = self._loss(logits, targets)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss is {loss.item()} at epoch {self.current_epoch}, global step {self.global_step}"
-            )
+        self._record_finite(loss)
         hard = targets.argmax(1) if targets.ndim == 2 else targets
         self.train_acc(logits, hard)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", self.train_acc, prog_bar=True)
+        # Lightning turns progress-bar values into Python numbers after every step: free on the CPU,
+        # a host sync per step on a GPU, where the bar shows the validation metrics only.
+        on_cpu = loss.device.type == "cpu"
+        self.log("train/loss", loss, prog_bar=on_cpu)
+        self.log("train/acc", self.train_acc, prog_bar=on_cpu)
         return loss
+
+    def _record_finite(self, loss: torch.Tensor) -> None:
+        """Stops on a non-finite loss: at once on the CPU; on a GPU without a host sync per step."""
+        if loss.device.type == "cpu":
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss is {loss.item()} at epoch {self.current_epoch}, global step {self.global_step}"
+                )
+            return
+        if self._first_nonfinite is None or self._first_nonfinite.device != loss.device:
+            self._first_nonfinite = torch.full((), -1, dtype=torch.long, device=loss.device)
+        first = self._first_nonfinite
+        bad = ~torch.isfinite(loss.detach()) & (first < 0)
+        first.copy_(torch.where(bad, self.global_step, first))
+        if (self.global_step + 1) % self.hparams.finite_check_every == 0:
+            self.raise_if_nonfinite()
+
+    def raise_if_nonfinite(self) -> None:
+        """Raises FloatingPointError if a non-finite loss was recorded on the device (one host sync)."""
+        if self._first_nonfinite is None:
+            return
+        step = int(self._first_nonfinite)
+        if step >= 0:
+            raise FloatingPointError(f"loss is not finite (nan or inf) at global step {step} "
+                                     f"(found at epoch {self.current_epoch}, step {self.global_step})")
+
+    def on_train_epoch_end(self) -> None:
+        self.raise_if_nonfinite()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, targets = batch[0], batch[1]
@@ -163,6 +217,14 @@ class ImageClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameter_groups())
+        reference = self.hparams.lr_reference_batch_size
+        if reference:
+            batch = getattr(self.trainer.datamodule, "batch_size", None) if self._trainer is not None else None
+            if batch is None:
+                raise UserError("lr_reference_batch_size needs a data module with a batch_size")
+            scale = batch * self.trainer.world_size * self.trainer.accumulate_grad_batches / reference
+            for group in optimizer.param_groups:
+                group["lr"] *= scale
         if self.lr_scheduler is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
@@ -175,6 +237,7 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.raise_if_nonfinite()  # never write weights trained through a non-finite loss
         # Everything load_model() needs to rebuild the plain network, without this class.
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         checkpoint["mobilenet_lab"] = {

@@ -561,3 +561,27 @@ def test_lightning_mid_epoch_resume_with_skip_replays_the_same_batches(tiny_cifa
     assert [(e, i) for e, i, *_ in resumed] == [(e, i) for e, i, *_ in full] and len(full) == 12
     for (_, _, xa, ya), (_, _, xb, yb) in zip(full, resumed):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+@pytest.mark.parametrize("mixup", [0.0, 0.4])
+def test_images_on_device_gives_the_same_batches(tiny_cifar: Path, mixup: float) -> None:
+    # The GPU path keeps the training images on the device and gathers them by key; batches leave
+    # the loader without pixels but must become exactly what the host path produces.
+    host = _dm(tiny_cifar, val_size=100, batch_size=32, mixup_alpha=mixup, random_erasing=0.5)
+    resident = _dm(tiny_cifar, val_size=100, batch_size=32, mixup_alpha=mixup, random_erasing=0.5,
+                   images_on_device=True)
+    for epoch in (0, 3):
+        host_loader, resident_loader = host.train_dataloader(), resident.train_dataloader()
+        host_loader.sampler.set_epoch(epoch)
+        resident_loader.sampler.set_epoch(epoch)
+        for a, b in zip(host_loader, resident_loader):
+            assert a.images is not None and b.images is None
+            assert b.labels.dtype == torch.int64 and torch.equal(a.aug, b.aug)
+            xa, ya = host.on_after_batch_transfer(a, 0)
+            xb, yb = resident.on_after_batch_transfer(b, 0)
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_images_on_device_refuses_per_image_augmentation() -> None:
+    with pytest.raises(UserError, match="images_on_device"):
+        CIFAR100DataModule(augment="trivialaugment", images_on_device=True)

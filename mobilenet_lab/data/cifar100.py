@@ -81,7 +81,8 @@ class TrainBatch(NamedTuple):
     """A training batch as the DataLoader yields it (before ``on_after_batch_transfer``).
 
     Attributes:
-        images: uint8 N x 3 x 32 x 32 (fast path: not yet cropped/flipped; strong path: done).
+        images: uint8 N x 3 x 32 x 32 (fast path: not yet cropped/flipped; strong path: done),
+            or None when the training images live on the device (gathered there by key).
         labels: int64 N.
         aug: int64 N x 4: (key, top, left, flip); key = epoch * len(dataset) + index, and
             (top, left, flip) the crop offsets into the 4-padded image and the flip bit
@@ -90,7 +91,7 @@ class TrainBatch(NamedTuple):
             from (seed, epoch, first index).
     """
 
-    images: Tensor
+    images: Tensor | None
     labels: Tensor
     aug: Tensor
     seed: int
@@ -355,6 +356,8 @@ class CIFAR100TrainDataset(Dataset[Any]):
         self.labels = labels
         self.seed = seed
         self.augment = augment
+        #: Leave images out of batches: the data module gathers them from its copy on the device.
+        self.images_on_device = False
         self._strong = aug.strong_transform(augment, IMAGE_SHAPE[1], CROP_PADDING) if augment in _STRONG else None
 
     def __len__(self) -> int:
@@ -373,7 +376,9 @@ class CIFAR100TrainDataset(Dataset[Any]):
             params = aug.crop_flip_params(self.seed, epoch, index, CROP_PADDING)
         else:
             params = np.tile(np.array([CROP_PADDING, CROP_PADDING, 0], dtype=np.int64), (len(keys_np), 1))
-        if self._strong is None:
+        if self.images_on_device:
+            images = None
+        elif self._strong is None:
             images = self.images[index_t]
         else:
             seeds = aug.counter_hash(self.seed, epoch, index, aug.STREAM_STRONG)
@@ -471,6 +476,9 @@ class CIFAR100DataModule(L.LightningDataModule):
         seed: Seed of the validation split, the sample order and all augmentation; an epoch
             depends only on (seed, epoch).
         predict_dir: Folder of image files for ``predict`` (every file in it, not recursive).
+        images_on_device: Keep the training images (uint8, 150 MB) in the training device's
+            memory and gather each batch there, so a step moves only its keys and labels
+            (standard/none augmentation). Default: on when the trainer runs on a GPU.
     """
 
     num_classes: int = NUM_CLASSES
@@ -491,6 +499,7 @@ class CIFAR100DataModule(L.LightningDataModule):
         cutmix_alpha: float = 0.0,
         seed: int = 0,
         predict_dir: str | None = None,
+        images_on_device: bool | None = None,
     ) -> None:
         super().__init__()
         _check_int("batch_size", batch_size, minimum=1)
@@ -527,6 +536,11 @@ class CIFAR100DataModule(L.LightningDataModule):
         self.cutmix_alpha = float(cutmix_alpha)
         self.seed = seed
         self.predict_dir = predict_dir
+        if images_on_device and augment in _STRONG:
+            raise UserError(f"images_on_device needs augment standard or none (augment={augment} runs per image "
+                            "in the loader workers); set --data.images_on_device false")
+        self.images_on_device = images_on_device
+        self._device_images: tuple[torch.device, Tensor] | None = None
         self.mixer = (
             aug.BatchMixer(NUM_CLASSES, self.mixup_alpha, self.cutmix_alpha)
             if self.mixup_alpha > 0 or self.cutmix_alpha > 0
@@ -634,6 +648,7 @@ class CIFAR100DataModule(L.LightningDataModule):
             sampler.resume_from(*pending)
         self._pending_resume = None
         self._train_sampler = sampler
+        self.train_dataset.images_on_device = self._use_device_images(trainer)
         return DataLoader(
             self.train_dataset,
             batch_size=self.batch_size,
@@ -678,6 +693,20 @@ class CIFAR100DataModule(L.LightningDataModule):
 
     def _trainer_or_none(self) -> Any:
         return getattr(self, "trainer", None)
+
+    def _use_device_images(self, trainer: Any) -> bool:
+        if self.augment in _STRONG:
+            return False
+        if self.images_on_device is not None:
+            return self.images_on_device
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def _images_on(self, device: torch.device) -> Tensor:
+        """The training images on ``device`` (copied there once)."""
+        assert self.train_dataset is not None
+        if self._device_images is None or self._device_images[0] != device:
+            self._device_images = (device, self.train_dataset.images.to(device))
+        return self._device_images[1]
 
     # -- resume ----------------------------------------------------------------------------------
 
@@ -759,6 +788,9 @@ class CIFAR100DataModule(L.LightningDataModule):
 
     def _train_transform(self, batch: TrainBatch) -> tuple[Tensor, Tensor]:
         images, labels, params, seed = batch
+        if images is None:  # resident on the device: gather by key (key = epoch * N + index)
+            resident = self._images_on(params.device)
+            images = resident.index_select(0, params[:, 0].remainder(len(resident)))
         if self.augment == "standard":
             images = aug.pad_crop_flip(images, params[:, 1], params[:, 2], params[:, 3], CROP_PADDING)
         x = self._to_model_input(images)

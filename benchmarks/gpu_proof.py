@@ -1,0 +1,421 @@
+"""The GPU proof in one command: training speed through ``fit`` against a bare compiled loop, and the
+replaced implementation's 20-epoch table, written to one output folder.
+
+    python benchmarks/gpu_proof.py --data_dir <folder holding cifar-100-python> --out gpu_proof
+    python benchmarks/gpu_proof.py --dry-run --out /tmp/proof        # the same code on the CPU, tiny sizes
+
+Parts (``--parts``, all by default), so the proof can be spread over short calls to a lent machine:
+
+- ``throughput``: training images/s of V1, V2, V3-Small and V3-Large (width 1.0, CIFAR stem) through
+  ``fit`` (the CLI's trainer, data module with the images on the GPU, metrics, logging; bf16-mixed,
+  channels_last) against a bare loop over torchvision's same network (our plain network for V1, which
+  torchvision lacks) on random batches already on the GPU; both compiled, interleaved (fit, bare, fit,
+  bare), median ratio; plus each side's compile time and eager ``fit`` images/s. Random images in the
+  official archive format, so it needs no data set.
+- ``timed_fit``: a whole ``fit`` of V3-Large 1.0 (4x4 stem), 20 epochs on 45,000 random images with
+  validation on 5,000, wall time (the speed does not depend on the pixels).
+- ``table``: the six rows of the replaced implementation (V3-Small/V3-Large x 0.25/0.5/1.0, 20
+  epochs, ``downsamples_removed: 3``) with ``configs/recipes/short.yaml``, trained on all 50,000 images
+  as it did and scored on the test set (final epoch, and best epoch labelled as such), plus the recipe
+  comparisons on V3-Small 0.25; all trainings run at once on the one GPU.
+
+Writes ``proof.md`` (all tables, rendered from whatever CSVs the folder holds), ``throughput.csv``,
+``timed_fit.csv``, ``table.csv``, ``runs.jsonl`` (per-epoch records) and ``logs.tar.gz`` (TensorBoard
+logs and each training's output). ``--render`` only re-renders ``proof.md`` from the CSVs in ``--out``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mobilenet_lab.tools.tables import markdown_table, output_dir, write_csv  # noqa: E402
+
+#: (label, config file, registered model) of the throughput part.
+VERSIONS = [("V3-Large", "v3_large", "mobilenet_v3_large"), ("V3-Small", "v3_small", "mobilenet_v3_small"),
+            ("V2", "v2", "mobilenet_v2"), ("V1", "v1", "mobilenet_v1")]
+#: The replaced implementation's 20-epoch test top-1 (8x8 final map; best epoch, scored on the test set).
+REPLACED = [("V3-Small", "v3_small", 0.25, 60.13), ("V3-Small", "v3_small", 0.5, 66.37),
+            ("V3-Small", "v3_small", 1.0, 69.44), ("V3-Large", "v3_large", 0.25, 65.03),
+            ("V3-Large", "v3_large", 0.5, 69.50), ("V3-Large", "v3_large", 1.0, 71.75)]
+RECIPE = "configs/recipes/short.yaml"
+#: Recipe comparisons on V3-Small 0.25 (8x8): label -> fit arguments replacing or added to the recipe's.
+VARIANTS: dict[str, list[str]] = {
+    "shipped 200-epoch recipe, batch 128": ["--no_recipe", "--data.batch_size=128"],
+    "short recipe, batch 128": ["--data.batch_size=128"],
+    "short, bn_momentum 0.01 (paper)": ["--model.init_args.bn_momentum=0.01"],
+    "short, warmup 5 epochs": ["--model.init_args.lr_scheduler.init_args.warmup_epochs=5"],
+    "short, dropout 0.2": ["--model.init_args.dropout=0.2"],
+    "short, lr 0.05 per 128": ["--model.init_args.optimizer.init_args.lr=0.05"],
+    "short, lr 0.2 per 128": ["--model.init_args.optimizer.init_args.lr=0.2"],
+    "short, weight decay 5e-5": ["--model.init_args.optimizer.init_args.weight_decay=5e-5"],
+    "short, 45k train / 5k val (our protocol)": ["--data.val_size=5000"],
+}
+
+
+# ------------------------------------------------------------------------------------------ data
+def write_random_archive(folder: Path, train: int, test: int, seed: int = 0) -> Path:
+    """Random uint8 images in the official ``cifar-100-python`` layout (speed tests need no real pixels)."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    split_dir = folder / "cifar-100-python"
+    split_dir.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", train), ("test", test)):
+        entry = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 "fine_labels": rng.integers(0, 100, n).tolist()}
+        with open(split_dir / name, "wb") as f:
+            pickle.dump(entry, f, protocol=4)
+    with open(split_dir / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"class_{i}" for i in range(100)]}, f, protocol=4)
+    return folder
+
+
+def device_args(dry: bool) -> list[str]:
+    return ["--trainer.accelerator=cpu", "--trainer.devices=1"] if dry else ["--config", str(ROOT / "configs/trainer/gpu.yaml")]
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------------ throughput
+def fit_images_per_second(config: str, data_dir: Path, work: Path, batch: int, steps: int, skip: int,
+                          compile: bool, dry: bool) -> tuple[float, float]:
+    """(images/s over steps skip..skip+steps, seconds to the end of the first step) of one ``fit``."""
+    import lightning as L
+
+    from mobilenet_lab.cli import MobileNetCLI
+
+    marks: dict[str, float] = {}
+
+    class Timer(L.Callback):
+        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+            if trainer.global_step in (1, skip, skip + steps):
+                sync()
+                marks[f"step{trainer.global_step}"] = time.perf_counter()
+
+    args = ["--config", str(ROOT / "configs" / f"{config}.yaml"), "--config", str(ROOT / RECIPE),
+            *device_args(dry), f"--data.data_dir={data_dir}", f"--data.batch_size={batch}", "--data.val_size=0",
+            f"--trainer.max_steps={skip + steps}", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+            "--trainer.enable_model_summary=false", f"--model.init_args.compile={str(compile).lower()}",
+            f"--trainer.logger.init_args.save_dir={work / 'logs'}", "--trainer.logger.init_args.name=throughput",
+            f"--checkpoint.root={work / 'checkpoints'}"]
+    cli = MobileNetCLI(args=args, run=False)
+    cli.trainer.callbacks.append(Timer())
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return steps * batch / (marks[f"step{skip + steps}"] - marks[f"step{skip}"]), marks["step1"] - start
+
+
+def bare_images_per_second(name: str, batch: int, steps: int, skip: int, compile: bool) -> tuple[float, float]:
+    """The same numbers for a bare loop over torchvision's network (ours for V1) on batches already in memory."""
+    from mobilenet_lab.models import create_model
+    from mobilenet_lab.tools.benchmark import torchvision_reference
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    model = torchvision_reference(name, 1.0, 100, "cifar") or create_model(name, num_classes=100, stem="cifar")
+    model = model.to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.4, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    forward = torch.compile(model) if compile else model
+    data = [(torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last),
+             torch.randint(0, 100, (batch,), device=device)) for _ in range(4)]
+
+    def step(i: int) -> None:
+        x, y = data[i % len(data)]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = torch.nn.functional.cross_entropy(forward(x).float(), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    start = time.perf_counter()
+    step(0)
+    sync()
+    first = time.perf_counter() - start
+    for i in range(1, skip):
+        step(i)
+    sync()
+    start = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    sync()
+    return steps * batch / (time.perf_counter() - start), first
+
+
+def throughput(out: Path, work: Path, dry: bool, deadline: float, models: list[str]) -> None:
+    batch, steps, skip, rounds = (4, 2, 1, 1) if dry else (512, 60, 15, 2)
+    data_dir = write_random_archive(work / "random", *((32, 8) if dry else (50_000, 1_000)))
+    rows = []
+    for label, config, name in VERSIONS:
+        if label not in models:
+            continue
+        if time.monotonic() > deadline:
+            print(f"throughput: {label} skipped (deadline)", flush=True)
+            continue
+        fits, bares, fit_first, bare_first = [], [], [], []
+        for _ in range(rounds):  # interleaved: fit, bare, fit, bare
+            rate, first = fit_images_per_second(config, data_dir, work, batch, steps, skip, not dry, dry)
+            fits.append(rate), fit_first.append(first)
+            rate, first = bare_images_per_second(name, batch, steps, skip, not dry)
+            bares.append(rate), bare_first.append(first)
+        eager, eager_first = fit_images_per_second(config, data_dir, work, batch, steps, skip, False, dry)
+        ratios = [f / b for f, b in zip(fits, bares)]
+        rows.append({
+            "model": label, "batch": batch, "fit_img_s": round(statistics.median(fits)),
+            "bare_img_s": round(statistics.median(bares)), "ratio": round(statistics.median(ratios), 3),
+            "ratio_range": f"{min(ratios):.2f}-{max(ratios):.2f}", "fit_eager_img_s": round(eager),
+            "compile_gain": round(statistics.median(fits) / eager, 2),
+            "fit_first_step_s": round(fit_first[0], 1), "fit_eager_first_step_s": round(eager_first, 1),
+            "bare_first_step_s": round(bare_first[0], 1), "device": device_name(), "torch": torch.__version__,
+        })
+        print(f"throughput: {rows[-1]}", flush=True)
+        write_csv(rows, out / "throughput.csv", list(rows[0]))
+
+
+def timed_fit(out: Path, work: Path, dry: bool) -> None:
+    """Wall time of a whole 20-epoch fit of V3-Large 1.0 (4x4 stem) with validation, random images."""
+    data_dir = write_random_archive(work / "random_fit", *((48, 8) if dry else (50_000, 1_000)))
+    epochs = 1 if dry else 20
+    extra = ["--data.batch_size=8", "--model.init_args.width_mult=0.25"] if dry else []
+    result = run_training(work, "timed_fit", ["--config", str(ROOT / "configs/v3_large.yaml"), "--config",
+                          str(ROOT / RECIPE), *device_args(dry), f"--data.data_dir={data_dir}", "--data.val_size=5000"
+                          if not dry else "--data.val_size=32", f"--trainer.max_epochs={epochs}", *extra],
+                          timeout=600, test=False)
+    row = {"run": "V3-Large 1.0, 4x4 stem, 20 epochs, 45k train + 5k val each epoch",
+           "fit_s": result.get("fit_s"), "process_s": result.get("process_s"), "train_img_s": result.get("train_img_s"),
+           "batch": result.get("batch"), "device": device_name(), "torch": torch.__version__}
+    print(f"timed_fit: {row}", flush=True)
+    write_csv([row], out / "timed_fit.csv", list(row))
+
+
+# ----------------------------------------------------------------------------------------- table
+def run_training(work: Path, label: str, fit_args: list[str], timeout: float, test: bool = True,
+                 wait: bool = True) -> Any:
+    """Starts ``gpu_proof.py --train`` in its own process (returns its result dict, or the Popen)."""
+    slug = "".join(c if c.isalnum() else "_" for c in label).strip("_")
+    record = work / "runs" / f"{slug}.jsonl"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(Path(__file__).resolve()), "--train", "--record", str(record), "--label", label,
+               *(["--test"] if test else []), "--", *fit_args,
+               f"--trainer.logger.init_args.save_dir={work / 'logs'}", f"--trainer.logger.init_args.name={slug}",
+               f"--checkpoint.root={work / 'checkpoints'}", "--trainer.enable_progress_bar=false",
+               "--trainer.callbacks=[]", "--trainer.enable_model_summary=false"]
+    log = open(work / "runs" / f"{slug}.log", "w")
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+    proc.record, proc.label, proc.log = record, label, log  # type: ignore[attr-defined]
+    if not wait:
+        return proc
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    return read_record(record)
+
+
+def read_record(record: Path) -> dict[str, Any]:
+    """The run's last summary merged over its per-epoch lines (``epochs``: list of val/acc)."""
+    result: dict[str, Any] = {"epochs": []}
+    if record.is_file():
+        for line in record.read_text().splitlines():
+            entry = json.loads(line)
+            if "epoch" in entry:
+                result["epochs"].append(entry["val_acc"])
+            else:
+                result.update(entry)
+    return result
+
+
+def table(out: Path, work: Path, data_dir: Path, dry: bool, deadline: float, compile_runs: list[str]) -> None:
+    runs: list[tuple[str, list[str], dict[str, Any]]] = []
+    epochs = 1 if dry else 20
+    for version, config, width, replaced in REPLACED if not dry else REPLACED[:1]:
+        runs.append((f"{version} {width:g}", [f"--config={ROOT / 'configs' / f'{config}.yaml'}", f"--config={ROOT / RECIPE}",
+                     f"--model.init_args.width_mult={width}"],
+                     {"model": version, "width": width, "recipe": "short", "replaced": replaced}))
+    for label, extra in VARIANTS.items() if not dry else list(VARIANTS.items())[:2]:
+        base = [f"--config={ROOT / 'configs/v3_small.yaml'}"]
+        if "--no_recipe" not in extra:
+            base.append(f"--config={ROOT / RECIPE}")
+        runs.append((f"V3-Small 0.25, {label}", base + ["--model.init_args.width_mult=0.25"]
+                     + [a for a in extra if a != "--no_recipe"],
+                     {"model": "V3-Small", "width": 0.25, "recipe": label, "replaced": 60.13}))
+    # Evaluation batches of 1000 divide both 10,000 and 5,000: one shape, no recompiles when compiled.
+    common = [*device_args(dry), f"--data.data_dir={data_dir}", "--data.val_size=0", "--data.eval_batch_size=1000",
+              "--model.init_args.downsamples_removed=3", f"--trainer.max_epochs={epochs}"]
+    if dry:
+        common += ["--data.batch_size=16", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+                   "--trainer.limit_test_batches=1"]
+    procs = []
+    for label, args, meta in runs:
+        # Order matters: the run's own arguments (configs, then overrides) come before the common ones,
+        # except --data.val_size/batch_size overrides of a variant, which must win: put them last.
+        overrides = [a for a in args if a.startswith("--data.")]
+        fit_args = [a for a in args if not a.startswith("--data.")] + common + overrides
+        if label in compile_runs:
+            fit_args.append("--model.init_args.compile=true")
+        procs.append((run_training(work, label, fit_args, timeout=0, wait=False), meta))
+    while any(p.poll() is None for p, _ in procs) and time.monotonic() < deadline:
+        time.sleep(2)
+    rows = []
+    for proc, meta in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.log.close()
+        r = read_record(proc.record)
+        final = r.get("test_acc")
+        rows.append({
+            "run": proc.label, "model": meta["model"], "width": meta["width"], "recipe": meta["recipe"],
+            "train_images": r.get("train_images"), "epochs_done": len(r["epochs"]),
+            "test_top1_final": None if final is None else round(100 * final, 2),
+            "test_top5_final": None if r.get("test_acc_top5") is None else round(100 * r["test_acc_top5"], 2),
+            "val_top1_best_epoch": round(100 * max(r["epochs"]), 2) if r["epochs"] else None,
+            "replaced": meta["replaced"],
+            "gain": None if final is None else round(100 * final - meta["replaced"], 2),
+            "fit_s": r.get("fit_s"), "batch": r.get("batch"), "exit": proc.returncode,
+            "curve": " ".join(f"{100 * v:.1f}" for v in r["epochs"]),
+        })
+    write_csv(rows, out / "table.csv", list(rows[0]))
+    with open(out / "runs.jsonl", "w") as f:
+        for proc, _ in procs:
+            if proc.record.is_file():
+                f.write(proc.record.read_text())
+
+
+# ----------------------------------------------------------------------------- one training run
+def train(record: Path, label: str, fit_args: list[str], test: bool) -> None:
+    """``fit`` with the given arguments, a record line per validation, then ``test`` of the final weights."""
+    import lightning as L
+
+    from mobilenet_lab.cli import MobileNetCLI
+
+    def write(entry: dict[str, Any]) -> None:
+        with open(record, "a") as f:
+            f.write(json.dumps({"label": label, **entry}) + "\n")
+
+    class Record(L.Callback):
+        def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
+                write({"epoch": trainer.current_epoch, "step": trainer.global_step,
+                       "val_acc": float(trainer.callback_metrics["val/acc"]), "t": round(time.perf_counter() - start, 1)})
+
+    process_start = time.perf_counter()
+    cli = MobileNetCLI(args=fit_args, run=False)
+    cli.trainer.callbacks.append(Record())
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    sync()
+    fit_s = time.perf_counter() - start
+    data = cli.datamodule
+    images = len(data.train_dataset) // data.batch_size * data.batch_size * cli.trainer.current_epoch
+    summary = {"fit_s": round(fit_s, 1), "train_images": len(data.train_dataset), "batch": data.batch_size,
+               "train_img_s": round(images / fit_s), "process_s": round(time.perf_counter() - process_start, 1)}
+    if test:  # the final weights, in memory (whatever the checkpoints hold)
+        metrics = cli.trainer.test(cli.model, datamodule=data, verbose=False)[0]
+        summary.update(test_acc=metrics["test/acc"], test_acc_top5=metrics["test/acc_top5"])
+    write(summary)
+
+
+# ---------------------------------------------------------------------------------------- render
+def device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def render(out: Path) -> str:
+    def read(name: str) -> list[dict[str, str]]:
+        path = out / name
+        return list(csv.DictReader(open(path))) if path.is_file() else []
+
+    parts = ["# GPU proof\n"]
+    rows = read("throughput.csv")
+    if rows:
+        parts.append(f"## Training images/s through fit vs a bare compiled loop ({rows[0]['device']}, torch "
+                     f"{rows[0]['torch']}, batch {rows[0]['batch']}, bf16-mixed, channels_last, 4x4 stem)\n")
+        parts.append(markdown_table([{k: v for k, v in r.items() if k not in ("device", "torch", "batch")} for r in rows]))
+    rows = read("timed_fit.csv")
+    if rows:
+        parts.append("\n## A whole fit, timed\n")
+        parts.append(markdown_table(rows))
+    rows = read("table.csv")
+    if rows:
+        parts.append("\n## The replaced implementation's 20-epoch table (8x8 final map, test set)\n")
+        keep = ("run", "train_images", "epochs_done", "test_top1_final", "val_top1_best_epoch", "replaced", "gain",
+                "test_top5_final", "fit_s", "batch")
+        parts.append(markdown_table([{k: r[k] for k in keep} for r in rows]))
+        parts.append("\nPer-epoch validation top-1 (%):\n")
+        parts.extend(f"- {r['run']}: {r['curve']}" for r in rows)
+    text = "\n".join(parts) + "\n"
+    (out / "proof.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    from jsonargparse import ArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--train" in argv:  # one training run (a child of the table part)
+        split = argv.index("--")
+        own, fit_args = argv[:split], argv[split + 1:]
+        train(Path(own[own.index("--record") + 1]), own[own.index("--label") + 1], fit_args, "--test" in own)
+        return
+    parser = ArgumentParser(prog="gpu_proof.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("gpu_proof"), help="output folder")
+    parser.add_argument("--data_dir", type=Path | None, default=None, help="folder holding cifar-100-python (table)")
+    parser.add_argument("--parts", type=list[str], default=["throughput", "timed_fit", "table"],
+                        help="which parts: throughput, timed_fit, table")
+    parser.add_argument("--models", type=list[str], default=[v[0] for v in VERSIONS], help="throughput: which versions")
+    parser.add_argument("--deadline_s", type=float, default=1e9, help="start no throughput model and stop the "
+                        "table's trainings after this many seconds (unfinished runs are reported as such)")
+    parser.add_argument("--compile_runs", type=list[str], default=[],
+                        help="table: labels of the trainings to torch.compile (e.g. 'V3-Large 1')")
+    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                        help="run the same code on the CPU with tiny sizes")
+    parser.add_argument("--render", action="store_true", help="only re-render proof.md from the CSVs in --out")
+    args = parser.parse_args(argv)
+    out = output_dir(args.out)
+    if not args.render:
+        unknown = set(args.parts) - {"throughput", "timed_fit", "table"}
+        if unknown:
+            parser.error(f"--parts: unknown {sorted(unknown)}; choose from throughput, timed_fit, table")
+        if not args.dry_run and not torch.cuda.is_available():
+            parser.error("no CUDA GPU here; use --dry-run to rehearse on the CPU")
+        if "table" in args.parts and args.data_dir is None and not args.dry_run:
+            parser.error("the table part needs --data_dir (the folder that holds cifar-100-python)")
+        deadline = time.monotonic() + args.deadline_s
+        with tempfile.TemporaryDirectory(prefix="gpu_proof_") as tmp:
+            work = Path(tmp)
+            if "throughput" in args.parts:
+                throughput(out, work, args.dry_run, deadline, args.models)
+            if "timed_fit" in args.parts:
+                timed_fit(out, work, args.dry_run)
+            if "table" in args.parts:
+                data_dir = args.data_dir or write_random_archive(work / "random_table", 64, 16)
+                table(out, work, Path(data_dir).resolve(), args.dry_run, deadline, args.compile_runs)
+            with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
+                for sub in ("logs", "runs"):
+                    if (work / sub).exists():
+                        tar.add(work / sub, arcname=sub)
+    print(render(out))
+
+
+if __name__ == "__main__":
+    main()
