@@ -20,7 +20,9 @@ def test_fit_bf16_on_gpu(tiny_cifar: Path, tmp_path: Path, monkeypatch):
                              "--data.num_workers=0", "--data.val_size=100", "--data.batch_size=32",
                              "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]"])
     assert cli.trainer.global_step == 2 * (300 // 32)
-    assert cli.model.model.stem[0].weight.device.type == "cuda"
+    # Lightning moves the module back to the CPU at teardown; the run itself was on the GPU.
+    assert cli.trainer.strategy.root_device.type == "cuda"
+    assert cli.datamodule.train_dataset.images_on_device
     assert torch.isfinite(torch.tensor(float(cli.trainer.callback_metrics["val/loss"])))
 
 
@@ -76,7 +78,9 @@ def test_training_steps_never_wait_on_the_host(tiny_cifar: Path, tmp_path: Path,
             if trainer.global_step == 8:
                 torch.cuda.set_sync_debug_mode(0)
                 self.catcher.__exit__(None, None, None)
-                seen.extend(str(w.message)[:200] for w in self.records if "synchroniz" in str(w.message))
+                # The first warning is torch's notice that the mode is a prototype; the others name a call.
+                seen.extend(str(w.message)[:200] for w in self.records
+                            if "synchroniz" in str(w.message) and "prototype feature" not in str(w.message))
 
     cli = _gpu_cli(tiny_cifar, "--trainer.max_steps=10", "--trainer.log_every_n_steps=50")
     cli.trainer.callbacks.append(SyncWatch())
