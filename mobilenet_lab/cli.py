@@ -186,10 +186,11 @@ def _check_writable(trainer: Any) -> None:
                             "choose another folder or fix its permissions")
 
 
-def cli_main(args: list[str] | None = None) -> MobileNetCLI:
+def cli_main(args: list[str] | None = None, parser_kwargs: dict[str, Any] | None = None) -> MobileNetCLI:
+    """Runs the LightningCLI; ``parser_kwargs`` as LightningCLI's (``prog``, per-command ``description``)."""
     # We pass the (possibly completed) command line as args on purpose.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     # Our data module resumes mid-epoch exactly (it checkpoints its position and skips the
     # consumed batches), which Lightning cannot see from the DataLoader.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-    return MobileNetCLI(args=args)
+    return MobileNetCLI(args=args, parser_kwargs=parser_kwargs)

@@ -1,4 +1,4 @@
-"""End to end through the command line: fit, test, predict, configs, DDP, checkpoints and logs."""
+"""End to end through the command line: help, fit, test, predict, configs, DDP, checkpoints and logs."""
 
 from __future__ import annotations
 
@@ -55,6 +55,41 @@ def fitted(tiny_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                        "--trainer.max_epochs=2", "--model.init_args.width_mult=0.25", *FAST], cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work
+
+
+def test_top_level_help_lists_every_command(tmp_path: Path):
+    from mobilenet_lab.__main__ import COMMANDS
+
+    assert {"fit", "validate", "test", "predict", "summary", "benchmark", "report", "export"} <= set(COMMANDS)
+    for args in (["--help"], []):  # no arguments at all shows the same help
+        result = python_m(args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("usage: python -m mobilenet_lab <command>")
+        assert "__main__.py" not in result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        for name, (_, description) in COMMANDS.items():
+            assert any(line.split()[:1] == [name] and line.endswith(description) for line in lines), name
+
+
+def test_command_table_matches_what_runs(monkeypatch):
+    import importlib
+
+    from mobilenet_lab import __main__ as entry
+
+    trainer_commands = {name for name, (module, _) in entry.COMMANDS.items() if module == entry.CLI}
+    assert trainer_commands == set(MobileNetCLI.subcommands())
+    for module in entry.TOOLS.values():
+        assert callable(importlib.import_module(module).main)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/mobilenet-lab"])  # the console script
+    assert entry.usage().startswith("usage: mobilenet-lab <command>")
+
+
+def test_command_help_names_the_program(tmp_path: Path):
+    result = python_m(["fit", "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage: python -m mobilenet_lab [options] fit")
+    assert "__main__.py" not in result.stdout
+    assert "one folder per run" in result.stdout  # the description from the command table
 
 
 def test_fit_writes_logs_checkpoints_and_config(fitted: Path):

@@ -116,6 +116,11 @@ def test_unwritable_log_dir(work, capsys, tiny_cifar):
     error_line(err)
 
 
+def test_unknown_command(capsys):
+    err = fails_with(["fitt"], capsys, "unknown command 'fitt'", "fit, validate, test, predict, summary")
+    error_line(err)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tiny_cifar, tmp_path_factory) -> Path:
     """A real checkpoint from two steps of V3-Small 0.25 on the tiny archive."""
