@@ -92,6 +92,21 @@ def test_command_help_names_the_program(tmp_path: Path):
     assert "one folder per run" in result.stdout  # the description from the command table
 
 
+def test_logger_less_runs_in_one_folder_keep_their_own_configs(tiny_cifar: Path, tmp_path: Path):
+    args = ["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_dir={tiny_cifar}",
+            "--trainer.logger=false", "--model.init_args.width_mult=0.25", "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1", *FAST]
+    for _ in range(2):
+        result = python_m(args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "config.yaml").exists()
+    configs = sorted(tmp_path.glob("checkpoints/*/*/config.yaml"))
+    assert len(configs) == 2 and configs[0].parent != configs[1].parent, configs
+    for config in configs:  # each beside its own run's checkpoints
+        assert (config.parent / "last.ckpt").is_file()
+        assert yaml.safe_load(config.read_text())["trainer"]["logger"] is False
+
+
 def test_fit_writes_logs_checkpoints_and_config(fitted: Path):
     log_dir = fitted / "lightning_logs/quickstart/version_0"
     tags = scalar_tags(log_dir)
