@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 import warnings
@@ -234,8 +235,24 @@ def _check_writable(trainer: Any) -> None:
                             "choose another folder or fix its permissions")
 
 
+class _NoHostedServiceTips(logging.Filter):
+    """Drops Lightning's adverts for its hosted logger and model registry ("Tip: For seamless cloud ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless cloud" not in record.getMessage()
+
+
+_NO_HOSTED_SERVICE_TIPS = _NoHostedServiceTips()
+
+
 def cli_main(args: list[str] | None = None, parser_kwargs: dict[str, Any] | None = None) -> MobileNetCLI:
     """Runs the LightningCLI; ``parser_kwargs`` as LightningCLI's (``prog``, per-command ``description``)."""
+    # Noise the user cannot act on, silenced narrowly (by message, category and origin); the
+    # project's own warnings, and everything else from Lightning, still show.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_HOSTED_SERVICE_TIPS)  # (once)
+    # torch deprecated LeafSpec; Lightning's own _pytree still uses it on every fit and predict.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning, module=r"lightning\.")
     # We pass the (possibly completed) command line as args on purpose.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     # Our data module resumes mid-epoch exactly (it checkpoints its position and skips the

@@ -26,6 +26,8 @@ FAST = [
     "--data.val_size=100",
     "--trainer.log_every_n_steps=2",
 ]
+# Output a user cannot act on: Lightning's hosted-service adverts, torch deprecations inside Lightning.
+NOISE = ("litlogger", "seamless cloud", "LeafSpec")
 
 
 def run_cli(args: list[str]) -> MobileNetCLI:
@@ -54,6 +56,7 @@ def fitted(tiny_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = python_m(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_dir={tiny_cifar}",
                        "--trainer.max_epochs=2", "--model.init_args.width_mult=0.25", *FAST], cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
+    (work / "fit_output.txt").write_text(result.stdout + result.stderr)
     return work
 
 
@@ -90,6 +93,12 @@ def test_command_help_names_the_program(tmp_path: Path):
     assert result.stdout.startswith("usage: python -m mobilenet_lab [options] fit")
     assert "__main__.py" not in result.stdout
     assert "one folder per run" in result.stdout  # the description from the command table
+
+
+def test_fit_output_has_no_third_party_noise(fitted: Path):
+    output = (fitted / "fit_output.txt").read_text()
+    for noise in NOISE:
+        assert noise not in output, output[-3000:]
 
 
 def test_logger_less_runs_in_one_folder_keep_their_own_configs(tiny_cifar: Path, tmp_path: Path):
@@ -239,7 +248,9 @@ def test_predict_writes_csv(fitted: Path, tmp_path: Path):
         probs = [float(row[f"prob{i}"]) for i in range(1, 6)]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-5
         assert row["class1"] and not row["class1"].isdigit()  # class names, not indices
-    assert "notes.txt" in result.stderr  # skipped with a warning
+    assert "notes.txt" in result.stderr  # skipped with a warning: the project's own warnings still show
+    for noise in NOISE:
+        assert noise not in result.stdout + result.stderr, result.stderr[-3000:]
 
 
 def test_ddp_two_cpu_processes(tiny_cifar: Path, tmp_path: Path):
