@@ -25,6 +25,7 @@ __all__ = [
     "RunCheckpoint",
     "TestPanels",
     "PredictionWriter",
+    "run_folder",
 ]
 
 
@@ -273,6 +274,19 @@ def _confusion_figure(confusion: torch.Tensor) -> Any:
     return fig
 
 
+def run_folder(trainer: L.Trainer) -> str:
+    """The run's own folder: the logger's, or without a logger the one :class:`RunCheckpoint` picked.
+
+    Without a logger ``trainer.log_dir`` is the working folder, shared by every run started there.
+    The checkpoint folder is known once :class:`RunCheckpoint` is set up (Lightning sets checkpoint
+    callbacks up last): call this from a hook that runs after ``setup``.
+    """
+    checkpoint = next((cb for cb in trainer.callbacks if isinstance(cb, RunCheckpoint)), None)
+    if trainer.logger is None and checkpoint is not None and checkpoint.dirpath:
+        return checkpoint.dirpath
+    return trainer.log_dir or "."
+
+
 class PredictionWriter(BasePredictionWriter):
     """Writes ``predictions.csv`` (file, then top-k class names and probabilities) into the run folder."""
 
@@ -284,7 +298,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         names = pl_module.class_names or list(getattr(trainer.datamodule, "class_names", None) or [])
-        folder = Path(trainer.log_dir or ".")
+        folder = Path(run_folder(trainer))
         folder.mkdir(parents=True, exist_ok=True)
         rank = "" if trainer.world_size == 1 else f".rank{trainer.global_rank}"
         self.path = folder / (Path(self.filename).stem + rank + Path(self.filename).suffix)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 import warnings
@@ -11,15 +12,17 @@ from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.cli import LightningCLI
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from .callbacks import AtomicCheckpointIO, GracefulStop, PredictionWriter, RunCheckpoint, TestPanels, safe_load_checkpoint
+from .callbacks import (AtomicCheckpointIO, GracefulStop, PredictionWriter, RunCheckpoint, TestPanels, run_folder,
+                        safe_load_checkpoint)
 from .data import CIFAR100DataModule
 from .errors import UserError
 from .models import check_model_args, model_options
 from .modules import ARCHITECTURE_KEYS, ImageClassifier
 
-__all__ = ["MobileNetCLI", "cli_main"]
+__all__ = ["MobileNetCLI", "RunConfig", "cli_main"]
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": {
@@ -42,6 +45,7 @@ class MobileNetCLI(LightningCLI):
             CIFAR100DataModule,
             subclass_mode_model=True,
             trainer_defaults=TRAINER_DEFAULTS,
+            save_config_callback=RunConfig,
             save_config_kwargs={"overwrite": False},
             auto_configure_optimizers=False,
             args=args,
@@ -80,6 +84,51 @@ class MobileNetCLI(LightningCLI):
 
     def before_fit(self) -> None:
         _check_writable(self.trainer)
+
+
+class RunConfig(SaveConfigCallback):
+    """Writes the run's ``config.yaml`` into the run's own folder (:func:`run_folder`), never over another's.
+
+    With a logger that is the logger's folder, as Lightning does. Without one Lightning would use
+    the working folder, where the next run collides; the config goes beside the checkpoints instead,
+    into the folder :class:`RunCheckpoint` picks in its ``setup``. Lightning sets checkpoint callbacks
+    up last, so a logger-less run writes its config when the stage starts rather than in ``setup``.
+    """
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if trainer.logger is not None:
+            self._save(trainer, pl_module, stage)
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        self._save(trainer, pl_module, "fit")
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        self._save(trainer, pl_module, "validate")
+
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        self._save(trainer, pl_module, "test")
+
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        self._save(trainer, pl_module, "predict")
+
+    def _save(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        # SaveConfigCallback.setup, in run_folder() and with a collision as one line instead of a traceback.
+        if self.already_saved:
+            return
+        folder = run_folder(trainer)
+        config_path = os.path.join(folder, self.config_filename)
+        fs = get_filesystem(folder)
+        exists = trainer.strategy.broadcast(fs.isfile(config_path) if trainer.is_global_zero else False)
+        if exists and not self.overwrite:
+            raise UserError(f"{config_path} already exists (another run's config); give this run its own folder "
+                            "(another logger name or version) or move that run away")
+        if trainer.is_global_zero:
+            fs.makedirs(folder, exist_ok=True)
+            self.parser.save(self.config, config_path, skip_none=False, overwrite=self.overwrite,
+                             multifile=self.multifile)
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
 
 def _option(args: list[str], name: str) -> str | None:
@@ -186,10 +235,27 @@ def _check_writable(trainer: Any) -> None:
                             "choose another folder or fix its permissions")
 
 
-def cli_main(args: list[str] | None = None) -> MobileNetCLI:
+class _NoHostedServiceTips(logging.Filter):
+    """Drops Lightning's adverts for its hosted logger and model registry ("Tip: For seamless cloud ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless cloud" not in record.getMessage()
+
+
+_NO_HOSTED_SERVICE_TIPS = _NoHostedServiceTips()
+
+
+def cli_main(args: list[str] | None = None, parser_kwargs: dict[str, Any] | None = None) -> MobileNetCLI:
+    """Runs the LightningCLI; ``parser_kwargs`` as LightningCLI's (``prog``, per-command ``description``)."""
+    # Noise the user cannot act on, silenced narrowly (by message, category and origin); the
+    # project's own warnings, and everything else from Lightning, still show.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_HOSTED_SERVICE_TIPS)  # (once)
+    # torch deprecated LeafSpec; Lightning's own _pytree still uses it on every fit and predict.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning, module=r"lightning\.")
     # We pass the (possibly completed) command line as args on purpose.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     # Our data module resumes mid-epoch exactly (it checkpoints its position and skips the
     # consumed batches), which Lightning cannot see from the DataLoader.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-    return MobileNetCLI(args=args)
+    return MobileNetCLI(args=args, parser_kwargs=parser_kwargs)

@@ -1,4 +1,4 @@
-"""End to end through the command line: fit, test, predict, configs, DDP, checkpoints and logs."""
+"""End to end through the command line: help, fit, test, predict, configs, DDP, checkpoints and logs."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ FAST = [
     "--data.val_size=100",
     "--trainer.log_every_n_steps=2",
 ]
+# Output a user cannot act on: Lightning's hosted-service adverts, torch deprecations inside Lightning.
+NOISE = ("litlogger", "seamless cloud", "LeafSpec")
 
 
 def run_cli(args: list[str]) -> MobileNetCLI:
@@ -54,7 +56,67 @@ def fitted(tiny_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = python_m(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_dir={tiny_cifar}",
                        "--trainer.max_epochs=2", "--model.init_args.width_mult=0.25", *FAST], cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
+    (work / "fit_output.txt").write_text(result.stdout + result.stderr)
     return work
+
+
+def test_top_level_help_lists_every_command(tmp_path: Path):
+    from mobilenet_lab.__main__ import COMMANDS
+
+    assert {"fit", "validate", "test", "predict", "summary", "benchmark", "report", "export"} <= set(COMMANDS)
+    for args in (["--help"], []):  # no arguments at all shows the same help
+        result = python_m(args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("usage: python -m mobilenet_lab <command>")
+        assert "__main__.py" not in result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        for name, (_, description) in COMMANDS.items():
+            assert any(line.split()[:1] == [name] and line.endswith(description) for line in lines), name
+
+
+def test_command_table_matches_what_runs(monkeypatch):
+    import importlib
+
+    from mobilenet_lab import __main__ as entry
+
+    trainer_commands = {name for name, (module, _) in entry.COMMANDS.items() if module == entry.CLI}
+    assert trainer_commands == set(MobileNetCLI.subcommands())
+    for module in entry.TOOLS.values():
+        assert callable(importlib.import_module(module).main)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/mobilenet-lab"])  # the console script
+    assert entry.usage().startswith("usage: mobilenet-lab <command>")
+
+
+def test_command_help_names_the_program(tmp_path: Path):
+    result = python_m(["fit", "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage: python -m mobilenet_lab [options] fit")
+    assert "__main__.py" not in result.stdout
+    assert "one folder per run" in result.stdout  # the description from the command table
+
+
+def test_fit_output_has_no_third_party_noise(fitted: Path):
+    output = (fitted / "fit_output.txt").read_text()
+    for noise in NOISE:
+        assert noise not in output, output[-3000:]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_logger_less_runs_in_one_folder_keep_their_own_configs(tiny_cifar: Path, tmp_path: Path, monkeypatch):
+    from mobilenet_lab.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_dir={tiny_cifar}",
+            "--trainer.logger=false", "--model.init_args.width_mult=0.25", "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1", *FAST]
+    for _ in range(2):
+        main(args)  # returns (exit 0) instead of raising SystemExit
+    assert not (tmp_path / "config.yaml").exists()
+    configs = sorted(tmp_path.glob("checkpoints/*/*/config.yaml"))
+    assert len(configs) == 2 and configs[0].parent != configs[1].parent, configs
+    for config in configs:  # each beside its own run's checkpoints
+        assert (config.parent / "last.ckpt").is_file()
+        assert yaml.safe_load(config.read_text())["trainer"]["logger"] is False
 
 
 def test_fit_writes_logs_checkpoints_and_config(fitted: Path):
@@ -189,7 +251,9 @@ def test_predict_writes_csv(fitted: Path, tmp_path: Path):
         probs = [float(row[f"prob{i}"]) for i in range(1, 6)]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-5
         assert row["class1"] and not row["class1"].isdigit()  # class names, not indices
-    assert "notes.txt" in result.stderr  # skipped with a warning
+    assert "notes.txt" in result.stderr  # skipped with a warning: the project's own warnings still show
+    for noise in NOISE:
+        assert noise not in result.stdout + result.stderr, result.stderr[-3000:]
 
 
 def test_ddp_two_cpu_processes(tiny_cifar: Path, tmp_path: Path):

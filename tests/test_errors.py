@@ -116,6 +116,21 @@ def test_unwritable_log_dir(work, capsys, tiny_cifar):
     error_line(err)
 
 
+def test_config_of_another_run_is_not_overwritten(work, capsys, tiny_cifar):
+    taken = work / "lightning_logs/quickstart/version_3/config.yaml"
+    taken.parent.mkdir(parents=True)
+    taken.write_text("another run's config")
+    err = fails_with(["fit", "--config", QUICK, f"--data.data_dir={tiny_cifar}", "--trainer.logger.init_args.version=3",
+                      "--data.val_size=100", "--trainer.enable_progress_bar=false"], capsys, "already exists")
+    assert str(taken.relative_to(work)) in error_line(err)
+    assert taken.read_text() == "another run's config"
+
+
+def test_unknown_command(capsys):
+    err = fails_with(["fitt"], capsys, "unknown command 'fitt'", "fit, validate, test, predict, summary")
+    error_line(err)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tiny_cifar, tmp_path_factory) -> Path:
     """A real checkpoint from two steps of V3-Small 0.25 on the tiny archive."""
