@@ -209,9 +209,18 @@ def test_trainer_presets_parse(preset: Path, tmp_path: Path):
                        "--print_config"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     printed = yaml.safe_load(result.stdout)
-    expected = yaml.safe_load(preset.read_text())["trainer"]
-    for key, value in expected.items():
-        assert printed["trainer"][key] == value
+    expected = yaml.safe_load(preset.read_text())
+    for section in ("trainer", "data", "model"):  # every value the preset sets reaches the config
+        assert _contains(printed[section], expected.get(section, {})), section
+
+
+def _contains(printed: object, expected: object) -> bool:
+    """``expected`` is ``printed`` with some dict keys left out (jsonargparse fills in the defaults)."""
+    if isinstance(expected, dict):
+        return isinstance(printed, dict) and all(k in printed and _contains(printed[k], v) for k, v in expected.items())
+    if isinstance(expected, list):
+        return isinstance(printed, list) and len(printed) == len(expected) and all(map(_contains, printed, expected))
+    return printed == expected
 
 
 def test_print_config_round_trips(tiny_cifar: Path, tmp_path: Path):
@@ -276,3 +285,26 @@ def test_compile_option_trains(tiny_cifar: Path, tmp_path: Path, monkeypatch):
     assert cli.trainer.global_step == 3
     state = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)["state_dict"]
     assert all(k.startswith("model.") for k in state)  # the compiled wrapper is not saved twice
+
+
+RECIPES = sorted((ROOT / "configs" / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+@pytest.mark.parametrize("version", ["v1.yaml", "v3_small.yaml"])
+def test_each_recipe_combines_with_a_version_config(recipe: Path, version: str, tiny_cifar: Path, tmp_path: Path,
+                                                     monkeypatch):
+    # A recipe is a partial config laid over a version config: its values win and it runs.
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["fit", "--config", str(ROOT / "configs" / version), "--config", str(recipe),
+                   f"--data.data_dir={tiny_cifar}", "--trainer.fast_dev_run=2", "--trainer.accelerator=cpu",
+                   "--data.batch_size=8", "--data.val_size=100", *FAST[:2]])
+    assert cli.trainer.global_step == 2
+    wanted = yaml.safe_load(recipe.read_text())["model"]["init_args"]
+    if "bn_momentum" in wanted:
+        norms = [m for m in cli.model.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert norms and all(m.momentum == wanted["bn_momentum"] for m in norms)
+    if "lr_reference_batch_size" in wanted:  # lr per reference batch, scaled to this run's batch of 8
+        expected = wanted["optimizer"]["init_args"]["lr"] * 8 / wanted["lr_reference_batch_size"]
+        assert cli.model.optimizers().param_groups[0]["initial_lr"] == pytest.approx(expected)
+    assert cli.model.hparams.dropout == wanted.get("dropout", cli.model.hparams.dropout)
