@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
 
 TOOLS = {
@@ -53,7 +54,13 @@ def main(argv: list[str] | None = None) -> None:
             sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv (without --debug)
             cli_main()
     except TrainingInterrupted as err:
-        print(f"stopped: {err}", file=sys.stderr)
+        for child in err.children:  # the other ranks, started by this one: they exit right after saving
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if err.global_rank == 0:
+            print(f"stopped: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except Exception as err:  # noqa: BLE001 - every user-fixable error becomes one line
         message = _friendly(err)
