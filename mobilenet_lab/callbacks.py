@@ -386,30 +386,50 @@ def _confusion_figure(confusion: torch.Tensor) -> Any:
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv`` (file, then top-k class names and probabilities) into the run folder."""
+    """Writes ``predictions.csv`` (file, then top-k class names and probabilities) into the run folder.
+
+    Rows are written batch by batch, so memory does not grow with the number of images (the
+    command line also runs ``predict`` with ``return_predictions=False``).
+    """
 
     def __init__(self, top_k: int = 5, filename: str = "predictions.csv") -> None:
-        super().__init__(write_interval="epoch")
+        super().__init__(write_interval="batch")
         self.top_k = top_k
         self.filename = filename
         self.path: Path | None = None
+        self._file: Any = None
+        self._writer: Any = None
+        self._names: list[str] = []
+        self._k = top_k
 
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        names = pl_module.class_names or list(getattr(trainer.datamodule, "class_names", None) or [])
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._names = pl_module.class_names or list(getattr(trainer.datamodule, "class_names", None) or [])
         folder = Path(trainer.log_dir or ".")
         folder.mkdir(parents=True, exist_ok=True)
         rank = "" if trainer.world_size == 1 else f".rank{trainer.global_rank}"
         self.path = folder / (Path(self.filename).stem + rank + Path(self.filename).suffix)
-        k = min(self.top_k, pl_module.hparams.num_classes)
-        header = ["file"] + [f"{kind}{i + 1}" for i in range(k) for kind in ("class", "prob")]
-        with open(self.path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            for batch in predictions:
-                probs, idx = batch["probs"].topk(k, dim=1)
-                for name, p_row, i_row in zip(batch["names"], probs.tolist(), idx.tolist()):
-                    row: list[Any] = [name]
-                    for p, i in zip(p_row, i_row):
-                        row += [names[i] if i < len(names) else str(i), f"{p:.6f}"]
-                    writer.writerow(row)
+        self._k = min(self.top_k, pl_module.hparams.num_classes)
+        self._file = open(self.path, "w", newline="")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(["file"] + [f"{kind}{i + 1}" for i in range(self._k) for kind in ("class", "prob")])
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
+        names = self._names
+        probs, idx = prediction["probs"].topk(self._k, dim=1)
+        for name, p_row, i_row in zip(prediction["names"], probs.tolist(), idx.tolist()):
+            row: list[Any] = [name]
+            for p, i in zip(p_row, i_row):
+                row += [names[i] if i < len(names) else str(i), f"{p:.6f}"]
+            self._writer.writerow(row)
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close()
         print(f"wrote {self.path}")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = self._writer = None

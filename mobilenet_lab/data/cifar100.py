@@ -659,10 +659,11 @@ class CIFAR100DataModule(L.LightningDataModule):
         if not self.predict_dir:
             raise UserError("no images to predict: set --data.predict_dir to a folder of image files")
         dataset = ImageFolderPredictDataset(self.predict_dir, image_size=IMAGE_SHAPE[1])
-        return DataLoader(
+        return DataLoader(  # images are decoded here, batch by batch (in the workers if any)
             dataset,
             batch_size=self.eval_batch_size,
             shuffle=False,
+            collate_fn=dataset.collate,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
