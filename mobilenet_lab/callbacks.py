@@ -231,9 +231,10 @@ class GracefulStop(Callback):
 
     The signal may reach one rank or all of them: after each training batch the ranks decide
     together whether any received one (``reduce_boolean_decision``, as ``EarlyStopping`` does),
-    so all stop at the same step and save together. The fit then raises
-    :class:`TrainingInterrupted` (the command line prints how to resume and exits with 128 + the
-    signal number). A second SIGINT interrupts at once.
+    so all stop at the same step and save together. The checkpoint is written at that batch's
+    end; the fit stops at the next hook (after Lightning has logged the batch, so the resumed
+    curves have no gap) by raising :class:`TrainingInterrupted`: the command line prints how to
+    resume and exits with 128 + the signal number. A second SIGINT interrupts at once.
 
     Lightning registers its own SIGTERM handler after ``on_fit_start`` (it broadcasts from inside
     the handler and stops without a checkpoint); this callback's handlers are put back in place
@@ -245,6 +246,7 @@ class GracefulStop(Callback):
     def __init__(self) -> None:
         self.received = 0  # signal number, 0 for none
         self._previous: dict[int, Any] = {}
+        self._stop: TrainingInterrupted | None = None
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.received = signum
@@ -270,6 +272,7 @@ class GracefulStop(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.received = 0
+        self._stop = None
         self._install()
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -279,7 +282,7 @@ class GracefulStop(Callback):
         self._install()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not trainer.strategy.reduce_boolean_decision(self.received != 0, all=False):
+        if self._stop is not None or not trainer.strategy.reduce_boolean_decision(self.received != 0, all=False):
             return
         signum = self.received
         if trainer.world_size > 1:  # the ranks that got no signal learn which one it was
@@ -294,8 +297,26 @@ class GracefulStop(Callback):
         children = list(procs) if isinstance(procs, list) else []
         if children:
             procs.clear()
-        raise TrainingInterrupted(signal.Signals(signum).name, 128 + signum, path,
-                                  children=children, global_rank=trainer.global_rank)
+        self._stop = TrainingInterrupted(signal.Signals(signum).name, 128 + signum, path,
+                                         children=children, global_rank=trainer.global_rank)
+
+    def _stop_now(self) -> None:
+        if self._stop is not None:
+            stop, self._stop = self._stop, None
+            raise stop
+
+    # The first hook after the batch that decided to stop (the next batch, a validation, the epoch's end).
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._stop_now()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_now()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_now()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_now()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()

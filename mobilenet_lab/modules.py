@@ -227,16 +227,18 @@ class ImageClassifier(L.LightningModule):
         if self._rank_and_world()[1] == 1:
             return [state]
         gathered = self.all_gather(state.to(self.device))  # world x n (NCCL needs device tensors)
-        return [row.cpu() for row in gathered]
+        return [row.cpu().clone() for row in gathered]  # own storage: one file entry per state
 
 
 def _rank_state(states: Any, rank_and_world: tuple[int, int]) -> torch.Tensor | None:
     """This rank's RNG state from a checkpoint: one per rank, or (older checkpoints) one for all."""
     rank, world = rank_and_world
+    # A copy: set_rng_state reads a view's storage from its start (a row of a stacked tensor would
+    # give another rank's state, or garbage).
     if isinstance(states, torch.Tensor):
-        return states  # older checkpoints kept one state (rank 0's; ranks seeded alike share it)
+        return states.clone()  # older checkpoints kept one state (rank 0's; ranks seeded alike share it)
     if isinstance(states, (list, tuple)) and len(states) == world:
-        return states[rank]
+        return states[rank].clone()
     return None  # another world size: no exact resume possible, keep the fresh state
 
 
