@@ -202,6 +202,14 @@ class LastCheckpoint(ModelCheckpoint):
     def last_path(self) -> str | None:
         return None if self.dirpath is None else self.format_checkpoint_name({})
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # At an epoch's last batch the epoch-end last.ckpt follows, after validation. One written
+        # here, before validation, would resume into the next epoch and that validation (its
+        # val/acc point, its best checkpoint) would never happen.
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         run = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, RunCheckpoint)), None)
         if self.dirpath is None and run is not None:
@@ -232,9 +240,10 @@ class GracefulStop(Callback):
     The signal may reach one rank or all of them: after each training batch the ranks decide
     together whether any received one (``reduce_boolean_decision``, as ``EarlyStopping`` does),
     so all stop at the same step and save together. The checkpoint is written at that batch's
-    end; the fit stops at the next hook (after Lightning has logged the batch, so the resumed
-    curves have no gap) by raising :class:`TrainingInterrupted`: the command line prints how to
-    resume and exits with 128 + the signal number. A second SIGINT interrupts at once.
+    end (at an epoch's last batch: by the epoch-end :class:`LastCheckpoint`, after validation);
+    the fit stops at the next hook (after Lightning has logged the batch, so the resumed curves
+    have no gap) by raising :class:`TrainingInterrupted`: the command line prints how to resume
+    and exits with 128 + the signal number. A second SIGINT interrupts at once.
 
     Lightning registers its own SIGTERM handler after ``on_fit_start`` (it broadcasts from inside
     the handler and stops without a checkpoint); this callback's handlers are put back in place
@@ -246,7 +255,8 @@ class GracefulStop(Callback):
     def __init__(self) -> None:
         self.received = 0  # signal number, 0 for none
         self._previous: dict[int, Any] = {}
-        self._stop: TrainingInterrupted | None = None
+        self._stop: tuple[str, int, str] | None = None  # signal name, exit code, checkpoint
+        self._stop_at: tuple[str, ...] = ()
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.received = signum
@@ -288,35 +298,45 @@ class GracefulStop(Callback):
         if trainer.world_size > 1:  # the ranks that got no signal learn which one it was
             signum = int(trainer.strategy.reduce(torch.tensor(signum, device=trainer.strategy.root_device),
                                                  reduce_op="max"))
-        last = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, LastCheckpoint) and cb.dirpath), None)
-        path = last.last_path if last is not None else os.path.join(trainer.default_root_dir, "interrupted.ckpt")
-        trainer.save_checkpoint(path, weights_only=False)
+        epoch_end = next((cb for cb in trainer.checkpoint_callbacks
+                          if isinstance(cb, LastCheckpoint) and cb.dirpath and cb.every_n_epochs), None)
+        if epoch_end is not None and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # The epoch's validation and its end checkpoint come next: let them, then stop (a
+            # checkpoint from before validation would resume past it).
+            path = epoch_end.last_path
+            self._stop_at = ("on_train_batch_start", "on_train_end")
+        else:
+            path = epoch_end.last_path if epoch_end is not None else os.path.join(trainer.default_root_dir,
+                                                                                   "interrupted.ckpt")
+            trainer.save_checkpoint(path, weights_only=False)
+            self._stop_at = ("on_train_batch_start", "on_validation_start", "on_train_epoch_end", "on_train_end")
+        self._stop = (signal.Signals(signum).name, 128 + signum, path)
+
+    def _stop_now(self, trainer: L.Trainer, hook: str) -> None:
+        if self._stop is None or hook not in self._stop_at:
+            return
+        name, code, path = self._stop
+        self._stop = None
         # Lightning's launcher watches the processes it started and SIGKILLs every rank as soon as
         # one exits with a non-zero status: rank 0 takes them over and waits for them instead.
         procs = getattr(trainer.strategy.launcher, "procs", None)
         children = list(procs) if isinstance(procs, list) else []
         if children:
             procs.clear()
-        self._stop = TrainingInterrupted(signal.Signals(signum).name, 128 + signum, path,
-                                         children=children, global_rank=trainer.global_rank)
+        raise TrainingInterrupted(name, code, path, children=children, global_rank=trainer.global_rank)
 
-    def _stop_now(self) -> None:
-        if self._stop is not None:
-            stop, self._stop = self._stop, None
-            raise stop
-
-    # The first hook after the batch that decided to stop (the next batch, a validation, the epoch's end).
+    # The first of these hooks after the stop was decided raises (see on_train_batch_end).
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._stop_now()
+        self._stop_now(trainer, "on_train_batch_start")
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._stop_now()
+        self._stop_now(trainer, "on_validation_start")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._stop_now()
+        self._stop_now(trainer, "on_train_epoch_end")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._stop_now()
+        self._stop_now(trainer, "on_train_end")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
