@@ -125,8 +125,9 @@ def test_last_checkpoint_is_the_final_state_on_a_plateau(uninterrupted, plateau_
         pytest.param("train_batch", 1, 7, 0, 18, marks=pytest.mark.slow),
         # mid-epoch with last_every_n_steps: the kill lands after step 26, last.ckpt is at 24
         pytest.param("train_batch", 1, 7, 3, 24, marks=pytest.mark.slow),
-        # during the 1st epoch's validation, last.ckpt written at its last batch, before validation
-        pytest.param("validation_batch", 0, 2, 9, 18, marks=pytest.mark.slow),
+        # during the 1st epoch's validation with a step interval dividing the epoch: no last.ckpt is
+        # written at the epoch's last batch (before validation), the resume repeats the validation
+        pytest.param("validation_batch", 0, 2, 9, 9, marks=pytest.mark.slow),
     ],
 )
 def test_sigkill_then_resume_matches_uninterrupted(moment, epoch, batch, every_n, resumes_at, plateau_cifar,
