@@ -157,6 +157,20 @@ def test_resume_into_a_new_version_when_asked(plateau_cifar, tmp_path, uninterru
     assert scalars(tmp_path / "lightning_logs/quickstart/resumed", "val/acc")
 
 
+@pytest.mark.slow
+def test_resume_from_a_best_checkpoint_matches_uninterrupted(plateau_cifar, tmp_path, uninterrupted):
+    """The best checkpoint (end of epoch 0) of a finished run: the resumed run redoes epoch 1 in place."""
+    import shutil
+
+    for folder in ("checkpoints", "lightning_logs"):
+        shutil.copytree(uninterrupted / folder, tmp_path / folder)
+    best = next((tmp_path / RUN).glob("epoch*.ckpt"))
+    assert load(best)["global_step"] == STEPS_PER_EPOCH
+    resumed = run(fit_command(plateau_cifar, f"--ckpt_path={best.relative_to(tmp_path)}"), tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(tmp_path, uninterrupted)
+
+
 def wait_for_step(path: Path, proc: subprocess.Popen, minimum: int, timeout: float = 600) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
