@@ -246,8 +246,8 @@ class GracefulStop(Callback):
     and exits with 128 + the signal number. A second SIGINT interrupts at once.
 
     Lightning registers its own SIGTERM handler after ``on_fit_start`` (it broadcasts from inside
-    the handler and stops without a checkpoint); this callback's handlers are put back in place
-    at ``on_sanity_check_start`` and ``on_train_start``.
+    the handler and stops without a checkpoint); this callback installs its handlers over it at
+    ``on_sanity_check_start`` and ``on_train_start``, and puts the previous ones back at the end.
     """
 
     SIGNALS = ("SIGINT", "SIGTERM")
@@ -283,8 +283,8 @@ class GracefulStop(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.received = 0
         self._stop = None
-        self._install()
 
+    # Installed only once Lightning has registered its own handlers (which it restores on teardown).
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install()
 
