@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -93,7 +94,13 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"unknown command {command!r}; the commands are {', '.join(COMMANDS)} "
                             f"(`{program_name()} --help` describes each)")
     except TrainingInterrupted as err:
-        print(f"stopped: {err}", file=sys.stderr)
+        for child in err.children:  # the other ranks, started by this one: they exit right after saving
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if err.global_rank == 0:
+            print(f"stopped: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except Exception as err:  # noqa: BLE001 - every user-fixable error becomes one line
         message = _friendly(err)

@@ -1,13 +1,15 @@
-"""Checkpoint I/O, run folders and TensorBoard panels, as Lightning plugins and callbacks."""
+"""Checkpoint I/O, run folders, graceful stop and TensorBoard panels, as Lightning plugins and callbacks."""
 
 from __future__ import annotations
 
 import csv
 import os
 import pickle
+import re
 import signal
-import threading
 import tempfile
+import threading
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ __all__ = [
     "AtomicCheckpointIO",
     "safe_load_checkpoint",
     "RunCheckpoint",
+    "LastCheckpoint",
+    "ResumeTrainLoader",
     "TestPanels",
     "PredictionWriter",
     "run_folder",
@@ -39,18 +43,36 @@ def safe_load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a .ckpt file "
                               "(runs write them under checkpoints/<run name>/<version>/)")
+
+    def not_readable(why: str = "") -> CheckpointError:
+        return CheckpointError(f"{path} is not a readable checkpoint (truncated or not a PyTorch file{why}); "
+                               "use another checkpoint, e.g. last.ckpt of the run")
+
+    if not _looks_like_torch_file(path):
+        raise not_readable()
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # The safe unpickler names the global it refused ("unsupported GLOBAL posix.system"); any
+        # other unpickling error means the bytes are not a (complete) pickle at all.
+        refused = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if refused is None:
+            raise not_readable(": not a valid pickle") from None
         raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain "
-                              f"containers, which could run code ({first[:200]})") from None
+                              f"containers, which could run code (it references {refused.group(1)})") from None
     except Exception as err:  # noqa: BLE001 - RuntimeError, EOFError, KeyError...: all mean "not readable"
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a PyTorch file: "
-                              f"{type(err).__name__}); use another checkpoint, e.g. last.ckpt of the run") from None
+        raise not_readable(f": {type(err).__name__}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is a PyTorch file but not a Lightning checkpoint (no state_dict)")
     return checkpoint
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """``torch.save`` writes a zip archive (PyTorch >= 1.6) or, in the legacy format, a pickle (PROTO opcode)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -84,19 +106,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint writing to ``<root>/<run name>/<version>/`` (the logger's name and version).
+    """The best checkpoints by ``val/acc``, in ``<root>/<run name>/<version>/`` (the logger's name and version).
 
-    Keeps the best checkpoint by ``val/acc`` (after each validation) and ``last.ckpt`` (after each
-    epoch, and every ``last_every_n_steps`` optimizer steps for long epochs). A new run gets a new
-    version folder, so it never overwrites another run's files.
+    ``last.ckpt`` is written beside them by :class:`LastCheckpoint` callbacks that share this folder
+    (:meth:`last_checkpoints`; the command line adds them). A new run gets a new version folder, so
+    it never overwrites another run's files; a run resumed from a checkpoint of its own folder
+    (:meth:`continue_run`) keeps writing there.
 
     Args:
         root: Folder holding one sub-folder per run name.
         monitor: Metric that ranks checkpoints.
         mode: ``max`` or ``min`` for ``monitor``.
         save_top_k: How many best checkpoints to keep.
-        save_last: Keep ``last.ckpt``, the one to resume from.
-        last_every_n_steps: Also refresh ``last.ckpt`` every N optimizer steps (0: only per epoch).
+        save_last: Keep ``last.ckpt``, the latest state, the one to resume from.
+        last_every_n_steps: Also refresh ``last.ckpt`` every N optimizer steps (0: only at epoch ends).
         filename: Name pattern of the best checkpoints.
     """
 
@@ -112,85 +135,215 @@ class RunCheckpoint(ModelCheckpoint):
     ) -> None:
         if last_every_n_steps < 0:
             raise UserError(f"checkpoint.last_every_n_steps must be >= 0, got {last_every_n_steps}")
-        super().__init__(
-            monitor=monitor, mode=mode, save_top_k=save_top_k, save_last=save_last,
-            filename=filename, auto_insert_metric_name=False,
-        )
+        # ModelCheckpoint's own save_last writes last.ckpt only when it also writes a top-k file:
+        # with a monitor, last.ckpt would stop moving as soon as val/acc plateaus.
+        super().__init__(monitor=monitor, mode=mode, save_top_k=save_top_k, save_last=False,
+                         filename=filename, auto_insert_metric_name=False)
         self.root = root
+        self.keep_last = save_last
         self.last_every_n_steps = last_every_n_steps
-        self._last_step_saved = -1
+        self._continue_dir: str | None = None
+        self._resolved: str | None = None
 
-    @property
-    def last_path(self) -> str:
-        return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+    def last_checkpoints(self) -> list[LastCheckpoint]:
+        """The callbacks that keep ``last.ckpt`` in this folder: one per epoch end, one every N steps."""
+        if not self.keep_last:
+            return []
+        callbacks = [LastCheckpoint()]
+        if self.last_every_n_steps:
+            callbacks.append(LastCheckpoint(every_n_train_steps=self.last_every_n_steps))
+        return callbacks
 
-    def save_last_now(self, trainer: L.Trainer) -> str:
-        """Writes ``last.ckpt`` with the current state (atomic through the trainer's checkpoint I/O)."""
-        trainer.save_checkpoint(self.last_path)
-        return self.last_path
+    def continue_run(self, ckpt_path: str | os.PathLike) -> None:
+        """The fit resumes from ``ckpt_path``: if that file lies in this run's folder, keep writing there."""
+        self._continue_dir = os.path.realpath(os.path.dirname(os.fspath(ckpt_path)))
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        n = self.last_every_n_steps
-        if n and trainer.global_step % n == 0 and trainer.global_step != self._last_step_saved:
-            self._last_step_saved = trainer.global_step
-            self.save_last_now(trainer)
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.dirpath is None:
+    def run_dir(self, trainer: L.Trainer) -> str:
+        """``<root>/<logger name>/<logger version>`` (absolute), decided once and shared by all ranks."""
+        if self._resolved is None:
             logger = trainer.logger
             name = logger.name if logger is not None else "default"
             version = logger.version if logger is not None else 0
             version = version if isinstance(version, str) else f"version_{version}"
-            dirpath = os.path.join(self.root, name, version)
+            dirpath = os.path.realpath(os.path.join(self.root, name, version))
             suffix = 1
-            while os.path.isdir(dirpath) and os.listdir(dirpath):  # another run's files: never mix
-                suffix += 1
-                dirpath = os.path.join(self.root, name, f"{version}_{suffix}")
-            self.dirpath = trainer.strategy.broadcast(dirpath)
+            while dirpath != self._continue_dir and os.path.isdir(dirpath) and os.listdir(dirpath):
+                suffix += 1  # another run's files: never mix
+                dirpath = os.path.realpath(os.path.join(self.root, name, f"{version}_{suffix}"))
+            self._resolved = trainer.strategy.broadcast(dirpath)
+        return self._resolved
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = self.run_dir(trainer)
         super().setup(trainer, pl_module, stage)
 
 
-class GracefulStop(Callback):
-    """SIGINT or SIGTERM during ``fit``: finish the current batch, write ``last.ckpt``, stop.
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: the latest training state, rewritten whatever the monitored metric does.
 
-    The fit then raises :class:`TrainingInterrupted` (the command line prints how to resume and
-    exits with 128 + the signal number). A second SIGINT interrupts at once.
+    Lightning's ``ModelCheckpoint(monitor=None, save_top_k=1)`` keeps the latest checkpoint; here its
+    name is fixed to ``last.ckpt`` (no version suffix). The default instance writes it at every
+    training epoch end (after that epoch's validation); one with ``every_n_train_steps`` also
+    within epochs (the two options are exclusive in ``ModelCheckpoint``, hence two instances).
+    The folder is the :class:`RunCheckpoint`'s when the trainer has one.
+
+    Args:
+        every_n_train_steps: Write every N optimizer steps instead of at epoch ends (0: epoch ends).
+    """
+
+    def __init__(self, every_n_train_steps: int = 0) -> None:
+        super().__init__(
+            filename=self.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1, enable_version_counter=False,
+            every_n_train_steps=every_n_train_steps or None, every_n_epochs=None if every_n_train_steps else 1,
+            save_on_train_epoch_end=True,
+        )
+
+    @property
+    def last_path(self) -> str | None:
+        return None if self.dirpath is None else self.format_checkpoint_name({})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # At an epoch's last batch the epoch-end last.ckpt follows, after validation. One written
+        # here, before validation, would resume into the next epoch and that validation (its
+        # val/acc point, its best checkpoint) would never happen.
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        run = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, RunCheckpoint)), None)
+        if self.dirpath is None and run is not None:
+            self.dirpath = run.run_dir(trainer)
+        super().setup(trainer, pl_module, stage)
+
+
+class ResumeTrainLoader(Callback):
+    """Hands the checkpoint's train-loader state to the loader when Lightning did not (Lightning #20550).
+
+    Lightning saves the state of a stateful train loader (:class:`~mobilenet_lab.data.loader.ResumableLoader`)
+    in every checkpoint and restores it on resume, but only if the loader is built after the
+    checkpoint is loaded. An LR schedule that reads ``trainer.estimated_stepping_batches`` in
+    ``configure_optimizers`` (ours do) builds it earlier, and the saved state is silently dropped.
+    This calls the fit loop's own loading step at ``on_train_start``, before the first batch is
+    drawn; it does nothing when there is nothing pending (a fresh fit, or a fixed Lightning).
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loop = trainer.fit_loop
+        if getattr(loop, "_combined_loader_states_to_load", None):
+            loop._load_combined_loader_states()
+
+
+class GracefulStop(Callback):
+    """SIGINT or SIGTERM during ``fit``: every rank finishes the current batch, ``last.ckpt`` is written once, stop.
+
+    The signal may reach one rank or all of them: after each training batch the ranks decide
+    together whether any received one (``reduce_boolean_decision``, as ``EarlyStopping`` does),
+    so all stop at the same step and save together. The checkpoint is written at that batch's
+    end (at an epoch's last batch: by the epoch-end :class:`LastCheckpoint`, after validation);
+    the fit stops at the next hook (after Lightning has logged the batch, so the resumed curves
+    have no gap) by raising :class:`TrainingInterrupted`: the command line prints how to resume
+    and exits with 128 + the signal number. A second SIGINT interrupts at once.
+
+    Lightning registers its own SIGTERM handler after ``on_fit_start`` (it broadcasts from inside
+    the handler and stops without a checkpoint); this callback installs its handlers over it at
+    ``on_sanity_check_start`` and ``on_train_start``, and puts the previous ones back at the end.
     """
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
     def __init__(self) -> None:
-        self.received: str | None = None
+        self.received = 0  # signal number, 0 for none
         self._previous: dict[int, Any] = {}
+        self._stop: tuple[str, int, str] | None = None  # signal name, exit code, checkpoint
+        self._stop_at: tuple[str, ...] = ()
 
     def _handler(self, signum: int, frame: Any) -> None:
-        self.received = signal.Signals(signum).name
+        self.received = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl+C stops at once
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.received = None
+    def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
         for name in self.SIGNALS:
             signum = getattr(signal, name)
-            self._previous[signum] = signal.signal(signum, self._handler)
+            current = signal.getsignal(signum)
+            if current != self._handler:
+                self._previous.setdefault(signum, current)
+                signal.signal(signum, self._handler)
+
+    def _restore(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, handler in self._previous.items():
+            if signal.getsignal(signum) == self._handler:
+                signal.signal(signum, handler)
+        self._previous.clear()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.received = 0
+        self._stop = None
+
+    # Installed only once Lightning has registered its own handlers (which it restores on teardown).
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.received is None:
+        if self._stop is not None or not trainer.strategy.reduce_boolean_decision(self.received != 0, all=False):
             return
-        checkpoint = next((cb for cb in trainer.callbacks if isinstance(cb, RunCheckpoint)), None)
-        if checkpoint is not None and checkpoint.dirpath:
-            path = checkpoint.save_last_now(trainer)
+        signum = self.received
+        if trainer.world_size > 1:  # the ranks that got no signal learn which one it was
+            signum = int(trainer.strategy.reduce(torch.tensor(signum, device=trainer.strategy.root_device),
+                                                 reduce_op="max"))
+        epoch_end = next((cb for cb in trainer.checkpoint_callbacks
+                          if isinstance(cb, LastCheckpoint) and cb.dirpath and cb.every_n_epochs), None)
+        if epoch_end is not None and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # The epoch's validation and its end checkpoint come next: let them, then stop (a
+            # checkpoint from before validation would resume past it).
+            path = epoch_end.last_path
+            self._stop_at = ("on_train_batch_start", "on_train_end")
         else:
-            path = os.path.join(trainer.default_root_dir, "interrupted.ckpt")
-            trainer.save_checkpoint(path)
-        raise TrainingInterrupted(self.received, 128 + getattr(signal, self.received), path)
+            path = epoch_end.last_path if epoch_end is not None else os.path.join(trainer.default_root_dir,
+                                                                                   "interrupted.ckpt")
+            trainer.save_checkpoint(path, weights_only=False)
+            self._stop_at = ("on_train_batch_start", "on_validation_start", "on_train_epoch_end", "on_train_end")
+        self._stop = (signal.Signals(signum).name, 128 + signum, path)
+
+    def _stop_now(self, trainer: L.Trainer, hook: str) -> None:
+        if self._stop is None or hook not in self._stop_at:
+            return
+        name, code, path = self._stop
+        self._stop = None
+        # Lightning's launcher watches the processes it started and SIGKILLs every rank as soon as
+        # one exits with a non-zero status: rank 0 takes them over and waits for them instead.
+        procs = getattr(trainer.strategy.launcher, "procs", None)
+        children = list(procs) if isinstance(procs, list) else []
+        if children:
+            procs.clear()
+        raise TrainingInterrupted(name, code, path, children=children, global_rank=trainer.global_rank)
+
+    # The first of these hooks after the stop was decided raises (see on_train_batch_end).
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._stop_now(trainer, "on_train_batch_start")
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_now(trainer, "on_validation_start")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_now(trainer, "on_train_epoch_end")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_now(trainer, "on_train_end")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
+        self._restore()
 
 
 class TestPanels(Callback):
@@ -288,30 +441,50 @@ def run_folder(trainer: L.Trainer) -> str:
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv`` (file, then top-k class names and probabilities) into the run folder."""
+    """Writes ``predictions.csv`` (file, then top-k class names and probabilities) into the run folder.
+
+    Rows are written batch by batch, so memory does not grow with the number of images (the
+    command line also runs ``predict`` with ``return_predictions=False``).
+    """
 
     def __init__(self, top_k: int = 5, filename: str = "predictions.csv") -> None:
-        super().__init__(write_interval="epoch")
+        super().__init__(write_interval="batch")
         self.top_k = top_k
         self.filename = filename
         self.path: Path | None = None
+        self._file: Any = None
+        self._writer: Any = None
+        self._names: list[str] = []
+        self._k = top_k
 
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        names = pl_module.class_names or list(getattr(trainer.datamodule, "class_names", None) or [])
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._names = pl_module.class_names or list(getattr(trainer.datamodule, "class_names", None) or [])
         folder = Path(run_folder(trainer))
         folder.mkdir(parents=True, exist_ok=True)
         rank = "" if trainer.world_size == 1 else f".rank{trainer.global_rank}"
         self.path = folder / (Path(self.filename).stem + rank + Path(self.filename).suffix)
-        k = min(self.top_k, pl_module.hparams.num_classes)
-        header = ["file"] + [f"{kind}{i + 1}" for i in range(k) for kind in ("class", "prob")]
-        with open(self.path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            for batch in predictions:
-                probs, idx = batch["probs"].topk(k, dim=1)
-                for name, p_row, i_row in zip(batch["names"], probs.tolist(), idx.tolist()):
-                    row: list[Any] = [name]
-                    for p, i in zip(p_row, i_row):
-                        row += [names[i] if i < len(names) else str(i), f"{p:.6f}"]
-                    writer.writerow(row)
+        self._k = min(self.top_k, pl_module.hparams.num_classes)
+        self._file = open(self.path, "w", newline="")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(["file"] + [f"{kind}{i + 1}" for i in range(self._k) for kind in ("class", "prob")])
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
+        names = self._names
+        probs, idx = prediction["probs"].topk(self._k, dim=1)
+        for name, p_row, i_row in zip(prediction["names"], probs.tolist(), idx.tolist()):
+            row: list[Any] = [name]
+            for p, i in zip(p_row, i_row):
+                row += [names[i] if i < len(names) else str(i), f"{p:.6f}"]
+            self._writer.writerow(row)
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close()
         print(f"wrote {self.path}")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = self._writer = None

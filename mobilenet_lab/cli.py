@@ -11,12 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from .callbacks import (AtomicCheckpointIO, GracefulStop, PredictionWriter, RunCheckpoint, TestPanels, run_folder,
-                        safe_load_checkpoint)
+from .callbacks import (
+    AtomicCheckpointIO,
+    GracefulStop,
+    PredictionWriter,
+    ResumeTrainLoader,
+    RunCheckpoint,
+    TestPanels,
+    run_folder,
+    safe_load_checkpoint,
+)
 from .data import CIFAR100DataModule
 from .errors import UserError
 from .models import check_model_args, model_options
@@ -40,6 +49,8 @@ class MobileNetCLI(LightningCLI):
         given = list(sys.argv[1:] if args is None else args)
         args = _model_from_checkpoint(given)
         self._model_from_checkpoint = args != given
+        self._checkpoint: dict[str, Any] | None = None  # the --ckpt_path checkpoint, once read
+        self._continued_run: str | None = None  # fit resumes a run in its own folder
         super().__init__(
             ImageClassifier,
             CIFAR100DataModule,
@@ -62,18 +73,27 @@ class MobileNetCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
-            checkpoint = safe_load_checkpoint(ckpt_path)
+            checkpoint = self._checkpoint = safe_load_checkpoint(ckpt_path)
             if not self._model_from_checkpoint:
                 _check_same_architecture(self.config[subcommand].get("model"), checkpoint, ckpt_path)
         super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
-        # Checkpoints are always written atomically and loaded safely.
-        kwargs["plugins"] = [AtomicCheckpointIO()]
+        # Checkpoints are written atomically and loaded safely, unless the user gave a CheckpointIO.
+        plugins = self._get(self.config_init, "trainer", default={}).get("plugins")
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [] if plugins is None else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            plugins.append(AtomicCheckpointIO())
+        kwargs["plugins"] = plugins
+        if self._continued_run is not None:  # the resumed run rewrites its own config.yaml
+            self.save_config_kwargs = {**self.save_config_kwargs, "overwrite": True}
         trainer = super().instantiate_trainer(**kwargs)
-        extra = [GracefulStop(), TestPanels(), PredictionWriter()]
+        extra: list[Any] = [GracefulStop(), ResumeTrainLoader(), TestPanels(), PredictionWriter()]
         if trainer.loggers:  # the learning-rate curve needs a logger
             extra.insert(0, LearningRateMonitor(logging_interval="step"))
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, RunCheckpoint):
+                extra += callback.last_checkpoints()
         trainer.callbacks.extend(extra)
         return trainer
 
@@ -81,9 +101,45 @@ class MobileNetCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         _check_model(config.get("model"))
         _check_devices(config.get("trainer"))
+        if self.subcommand == "fit":
+            self._continue_in_place(config)
+
+    def _continue_in_place(self, config: Any) -> None:
+        """``fit --ckpt_path checkpoints/<name>/<version>/x.ckpt``: log to that run's version again.
+
+        Only when the logger is a TensorBoardLogger whose version the user left unset (setting
+        ``--trainer.logger.init_args.version`` starts a new version instead). The event files get
+        ``purge_step`` = the checkpoint's step, so TensorBoard hides what the interrupted run
+        logged after its checkpoint and the curves continue as one.
+        """
+        ckpt_path = config.get("ckpt_path")
+        logger = config.get("trainer", {}).get("logger")
+        if not ckpt_path or self._checkpoint is None or not hasattr(logger, "class_path"):
+            return
+        if logger.class_path.rsplit(".", 1)[-1] != "TensorBoardLogger" or logger.init_args.get("version") is not None:
+            return
+        run_dir = Path(ckpt_path).resolve().parent
+        runs = Path(config.checkpoint.root).resolve() / str(logger.init_args.get("name"))
+        if run_dir.parent != runs:
+            return
+        logger.init_args.version = run_dir.name
+        if logger.init_args.get("purge_step") is None:
+            logger.init_args.purge_step = int(self._checkpoint.get("global_step", 0))
+        self._continued_run = str(run_dir)
 
     def before_fit(self) -> None:
         _check_writable(self.trainer)
+        ckpt_path = self.config_init["fit"].get("ckpt_path")
+        if ckpt_path:
+            for callback in self.trainer.checkpoint_callbacks:
+                if isinstance(callback, RunCheckpoint):
+                    callback.continue_run(ckpt_path)
+
+    def before_predict(self) -> None:
+        # Predictions stream to predictions.csv batch by batch; keeping them all in memory too would
+        # make a large folder's memory grow with its size.
+        if self.config_init["predict"].get("return_predictions") is None:
+            self.config_init["predict"]["return_predictions"] = False
 
 
 class RunConfig(SaveConfigCallback):
@@ -255,7 +311,4 @@ def cli_main(args: list[str] | None = None, parser_kwargs: dict[str, Any] | None
                             category=FutureWarning, module=r"lightning\.")
     # We pass the (possibly completed) command line as args on purpose.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    # Our data module resumes mid-epoch exactly (it checkpoints its position and skips the
-    # consumed batches), which Lightning cannot see from the DataLoader.
-    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     return MobileNetCLI(args=args, parser_kwargs=parser_kwargs)

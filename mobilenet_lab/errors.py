@@ -5,6 +5,9 @@ missing data set, unreadable checkpoint). The command line prints ``error: <mess
 with status 2, without a traceback (set ``MOBILENET_LAB_DEBUG=1`` or pass ``--debug`` to see it).
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = ["UserError", "DataError", "CheckpointError", "TrainingInterrupted"]
 
 
@@ -21,12 +24,22 @@ class CheckpointError(UserError):
 
 
 class TrainingInterrupted(Exception):
-    """``fit`` stopped on SIGINT/SIGTERM after writing a checkpoint; exits with 128 + signal number."""
+    """``fit`` stopped on SIGINT/SIGTERM after writing a checkpoint; exits with 128 + signal number.
 
-    def __init__(self, signal_name: str, exit_code: int, checkpoint: str) -> None:
+    Attributes:
+        exit_code: 128 + the signal number.
+        checkpoint: The checkpoint written at the stop.
+        children: Worker processes (other ranks) this process started and must wait for before exiting.
+        global_rank: This process's rank (only rank 0 prints the message).
+    """
+
+    def __init__(self, signal_name: str, exit_code: int, checkpoint: str, children: Sequence[Any] = (),
+                 global_rank: int = 0) -> None:
         super().__init__(
             f"{signal_name} received: training stopped after the current batch and saved {checkpoint}; "
             f"resume with the same command plus --ckpt_path {checkpoint}"
         )
         self.exit_code = exit_code
         self.checkpoint = checkpoint
+        self.children = list(children)
+        self.global_rank = global_rank

@@ -227,11 +227,17 @@ class ImageClassifier(L.LightningModule):
                 group["lr"] *= scale
         if self.lr_scheduler is None:
             return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
+        total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total) or total <= 0:
             raise UserError("the LR schedule needs a finite run: set trainer.max_epochs or trainer.max_steps")
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        steps_per_epoch = max(1, total // epochs)
+        total = int(total)
+        # Optimizer steps in one epoch (estimated_stepping_batches has just set up the train loader);
+        # not total // max_epochs, which is wrong when max_steps ends the run first.
+        batches = self.trainer.num_training_batches
+        if math.isfinite(batches):
+            steps_per_epoch = max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
+        else:  # an iterable without length: the run is max_steps long, count it as one epoch
+            steps_per_epoch = total
         scheduler = self.lr_scheduler(optimizer, total, steps_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -249,9 +255,10 @@ class ImageClassifier(L.LightningModule):
             "best_val_acc": self.best_val_acc,
         }
         # Exact resume: dropout draws from the global RNG, which Lightning does not checkpoint.
-        checkpoint["rng"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        # One state per rank (every rank builds the checkpoint; rank 0 writes it).
+        checkpoint["rng"] = {"torch": self._gather_rng(torch.get_rng_state())}
+        if self.device.type == "cuda":
+            checkpoint["rng"]["cuda"] = self._gather_rng(torch.cuda.get_rng_state(self.device))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("mobilenet_lab", {}).get("model_config")
@@ -267,10 +274,35 @@ class ImageClassifier(L.LightningModule):
         self.best_val_acc = checkpoint["mobilenet_lab"].get("best_val_acc", 0.0)
         self.class_names = list(checkpoint["mobilenet_lab"].get("class_names") or [])
         rng = checkpoint.get("rng", {})
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        state = _rank_state(rng.get("torch"), self._rank_and_world())
+        if state is not None:
+            torch.set_rng_state(state)
+        state = _rank_state(rng.get("cuda"), self._rank_and_world())
+        if state is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state)  # this rank's device (restored before the model moves there)
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self._trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _gather_rng(self, state: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's RNG state (a list indexed by global rank); a collective under DDP."""
+        if self._rank_and_world()[1] == 1:
+            return [state]
+        gathered = self.all_gather(state.to(self.device))  # world x n (NCCL needs device tensors)
+        return [row.cpu().clone() for row in gathered]  # own storage: one file entry per state
+
+
+def _rank_state(states: Any, rank_and_world: tuple[int, int]) -> torch.Tensor | None:
+    """This rank's RNG state from a checkpoint: one per rank, or (older checkpoints) one for all."""
+    rank, world = rank_and_world
+    # A copy: set_rng_state reads a view's storage from its start (a row of a stacked tensor would
+    # give another rank's state, or garbage).
+    if isinstance(states, torch.Tensor):
+        return states.clone()  # older checkpoints kept one state (rank 0's; ranks seeded alike share it)
+    if isinstance(states, (list, tuple)) and len(states) == world:
+        return states[rank].clone()
+    return None  # another world size: no exact resume possible, keep the fresh state
 
 
 class MobileNetV1(ImageClassifier):

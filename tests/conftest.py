@@ -99,6 +99,15 @@ def tiny_cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def plateau_cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny archive with shuffled training labels: nothing to learn, val/acc stays at chance (a plateau)."""
+    images, labels = tiny_arrays(TINY_TRAIN_PER_CLASS, seed=1)
+    shuffled = np.random.default_rng(0).permutation(labels).tolist()
+    root = tmp_path_factory.mktemp("plateau_cifar")
+    return write_cifar_archive(root, (images, shuffled), tiny_arrays(TINY_TEST_PER_CLASS, seed=2))
+
+
+@pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The folder holding the real ``cifar-100-python/`` (env MOBILENET_LAB_DATA), or skip."""
     value = os.environ.get("MOBILENET_LAB_DATA")

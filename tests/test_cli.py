@@ -265,6 +265,58 @@ def test_predict_writes_csv(fitted: Path, tmp_path: Path):
         assert noise not in result.stdout + result.stderr, result.stderr[-3000:]
 
 
+@pytest.mark.slow
+def test_predict_memory_does_not_grow_with_the_folder(fitted: Path, tmp_path: Path):
+    """Peak RSS of `predict` over 3,000 images vs over 300: images are decoded batch by batch, rows streamed."""
+    import numpy as np
+    from PIL import Image
+
+    big, small = tmp_path / "big", tmp_path / "small"
+    big.mkdir()
+    small.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3000):
+        Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(big / f"img_{i:04d}.jpg")
+        if i < 300:
+            os.link(big / f"img_{i:04d}.jpg", small / f"img_{i:04d}.jpg")
+    best = next((fitted / "checkpoints/quickstart/version_0").glob("epoch*.ckpt"))
+    peak_kb, rows = {}, {}
+    for folder in (small, big):
+        with open(tmp_path / f"{folder.name}.log", "w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "mobilenet_lab", "predict", f"--ckpt_path={best}",
+                                     f"--data.predict_dir={folder}", "--trainer.enable_progress_bar=false",
+                                     f"--trainer.logger.init_args.version={folder.name}"],
+                                    cwd=fitted, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=log)
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 0, (tmp_path / f"{folder.name}.log").read_text()[-3000:]
+        peak_kb[folder.name] = usage.ru_maxrss
+        out = next(fitted.glob(f"lightning_logs/*/{folder.name}/predictions.csv"))
+        rows[folder.name] = len(out.read_text().splitlines()) - 1
+    assert rows == {"small": 300, "big": 3000}
+    growth_mb = (peak_kb["big"] - peak_kb["small"]) / 1024
+    print(f"peak RSS: 300 images {peak_kb['small'] / 1024:.0f} MB, 3000 images {peak_kb['big'] / 1024:.0f} MB")
+    assert growth_mb < 200
+
+
+def test_trainer_plugins_from_the_command_line_reach_the_trainer(tmp_path: Path, monkeypatch):
+    from lightning.fabric.plugins import TorchCheckpointIO
+    from lightning.pytorch.plugins import DoublePrecision
+
+    from mobilenet_lab.callbacks import AtomicCheckpointIO
+
+    monkeypatch.chdir(tmp_path)
+    base = ["--config", str(ROOT / "configs/quickstart.yaml"), "--model.init_args.width_mult=0.25"]
+    cli = MobileNetCLI(args=[*base, "--trainer.plugins=lightning.pytorch.plugins.DoublePrecision"], run=False)
+    assert isinstance(cli.trainer.precision_plugin, DoublePrecision)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # ours is added beside it
+    cli = MobileNetCLI(args=[*base, "--trainer.plugins+=lightning.pytorch.plugins.DoublePrecision",
+                             "--trainer.plugins+=lightning.fabric.plugins.TorchCheckpointIO"], run=False)
+    assert isinstance(cli.trainer.precision_plugin, DoublePrecision)
+    checkpoint_io = cli.trainer.strategy.checkpoint_io
+    assert type(checkpoint_io) is TorchCheckpointIO  # the user's, not replaced, not doubled
+
+
 def test_ddp_two_cpu_processes(tiny_cifar: Path, tmp_path: Path):
     result = python_m(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_dir={tiny_cifar}",
                        "--trainer.max_epochs=1", "--model.init_args.width_mult=0.25", "--trainer.strategy=ddp",

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.fabric.utilities.types import _Stateful
 from conftest import TINY_CLASS_NAMES, make_tiny_images, tiny_arrays, write_cifar_archive
 
 from mobilenet_lab.data.cifar100 import (
@@ -264,28 +265,39 @@ def test_augmentation_independent_of_worker_count(tiny_cifar: Path) -> None:
 
 
 @pytest.mark.parametrize("batches_done", [0, 1, 5, 12])
-def test_resume_skip_yields_exact_tail_of_the_epoch(tiny_cifar: Path, batches_done: int) -> None:
+def test_restored_loader_yields_exact_tail_of_the_epoch(tiny_cifar: Path, batches_done: int) -> None:
     full = _model_batches(_dm(tiny_cifar, seed=11, random_erasing=0.3, cutmix_alpha=1.0), epoch=3)
+    # The interrupted run: its loader's state after `batches_done` batches of epoch 3.
+    before = _dm(tiny_cifar, seed=11, random_erasing=0.3, cutmix_alpha=1.0).train_dataloader()
+    before.sampler.set_epoch(3)
+    consumed = list(itertools.islice(before, batches_done))
+    state = before.state_dict()
+    assert state == {"epoch": 3, "batches_done": batches_done} and len(consumed) == batches_done
+    # The resumed process: a fresh loader, a different global RNG state, the saved state.
     dm = _dm(tiny_cifar, seed=11, random_erasing=0.3, cutmix_alpha=1.0)
-    torch.manual_seed(0)  # a resumed process has a different global RNG state
-    dm.skip_batches_on_resume(epoch=3, batches_done=batches_done)
+    torch.manual_seed(0)
     loader = dm.train_dataloader()
-    loader.sampler.set_epoch(3)  # Lightning calls set_epoch again at the start of the epoch
+    assert isinstance(loader, _Stateful)  # Lightning saves and restores it (no "not resumable" warning)
+    iterator = iter(loader)  # Lightning creates the iterator before restoring the state and setting the epoch
+    loader.load_state_dict(state)
+    loader.sampler.set_epoch(3)
     assert len(loader) == len(full)  # full epoch length, Lightning's restored counter adds up
-    tail = [dm.on_after_batch_transfer(b, 0) for b in loader]
+    tail = [dm.on_after_batch_transfer(b, 0) for b in iterator]
     assert len(tail) == len(full) - batches_done
     for (xa, ya), (xb, yb) in zip(full[batches_done:], tail):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    # The skip is consumed: iterating again (next epoch) gives whole epochs.
+    assert loader.state_dict() == {"epoch": 3, "batches_done": len(full)}
+    # The restore is consumed: the next epoch is whole.
     loader.sampler.set_epoch(4)
     assert len(list(loader)) == len(full)
 
 
-def test_resume_skip_applies_to_existing_loader(tiny_cifar: Path) -> None:
+def test_epoch_end_state_restores_nothing(tiny_cifar: Path) -> None:
     dm = _dm(tiny_cifar, seed=1)
     loader = dm.train_dataloader()
-    expected = [b.aug[:, 0] for b in _epoch_batches(_dm(tiny_cifar, seed=1), 2)][3:]
-    dm.skip_batches_on_resume(2, 3)
+    expected = [b.aug[:, 0] for b in _epoch_batches(_dm(tiny_cifar, seed=1), 3)]
+    loader.load_state_dict({"epoch": 2, "batches_done": len(loader)})  # checkpoint at the end of epoch 2
+    loader.sampler.set_epoch(3)
     got = [b.aug[:, 0] for b in loader]
     assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(expected, got))
     with pytest.raises(ValueError, match="exceeds"):
@@ -512,9 +524,15 @@ def test_real_cifar100_datamodule(real_data_dir: Path) -> None:
     assert x.shape == (128, 3, 32, 32) and abs(float(x.mean())) < 0.3
 
 
-def test_lightning_mid_epoch_resume_with_skip_replays_the_same_batches(tiny_cifar: Path, tmp_path: Path) -> None:
-    """Crash mid-epoch, resume from the checkpoint with skip_batches_on_resume: identical batches."""
+def test_lightning_mid_epoch_resume_replays_the_same_batches(tiny_cifar: Path, tmp_path: Path) -> None:
+    """Crash mid-epoch, resume from the checkpoint: Lightning restores the loader, identical batches.
+
+    The module reads ``trainer.estimated_stepping_batches`` in ``configure_optimizers`` (as ours does),
+    which needs :class:`ResumeTrainLoader` (Lightning #20550).
+    """
     import lightning as L
+
+    from mobilenet_lab.callbacks import ResumeTrainLoader
 
     class Probe(L.LightningModule):
         def __init__(self, log: list) -> None:
@@ -528,25 +546,21 @@ def test_lightning_mid_epoch_resume_with_skip_replays_the_same_batches(tiny_cifa
             return torch.nn.functional.cross_entropy(self.layer(x.flatten(1)), y)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
+            assert self.trainer.estimated_stepping_batches == 12
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
     class Crash(L.Callback):
         def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
             if trainer.current_epoch == 1 and args[-1] == 2:  # batch_idx 2 of epoch 1
-                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+                trainer.save_checkpoint(tmp_path / "mid.ckpt", weights_only=False)
                 raise RuntimeError("simulated crash")
-
-    class Skip(L.Callback):
-        def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            # Saved in on_train_batch_end of batch_idx 2: batches 0..2 are done, resume at 3.
-            trainer.datamodule.skip_batches_on_resume(trainer.current_epoch, 3)
 
     def fit(log: list, callbacks: list, ckpt: Path | None = None) -> None:
         dm = CIFAR100DataModule(data_dir=str(tiny_cifar), val_size=0, batch_size=64, seed=3,
                                 cutmix_alpha=1.0, random_erasing=0.5)
         trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                            callbacks=callbacks, default_root_dir=tmp_path)
+                            callbacks=[*callbacks, ResumeTrainLoader()], default_root_dir=tmp_path)
         trainer.fit(Probe(log), datamodule=dm, ckpt_path=ckpt)
 
     full: list = []
@@ -554,9 +568,11 @@ def test_lightning_mid_epoch_resume_with_skip_replays_the_same_batches(tiny_cifa
     part: list = []
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(part, [Crash()])
+    assert torch.load(tmp_path / "mid.ckpt", weights_only=True)["loops"]["fit_loop"]["state_dict"][
+        "combined_loader"] == [{"epoch": 1, "batches_done": 3}]
     torch.manual_seed(1234)  # the new process's global RNG differs
     rest: list = []
-    fit(rest, [Skip()], tmp_path / "mid.ckpt")
+    fit(rest, [], tmp_path / "mid.ckpt")
     resumed = part + rest
     assert [(e, i) for e, i, *_ in resumed] == [(e, i) for e, i, *_ in full] and len(full) == 12
     for (_, _, xa, ya), (_, _, xb, yb) in zip(full, resumed):

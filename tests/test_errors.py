@@ -165,11 +165,13 @@ def test_truncated_checkpoint(checkpoint, work, capsys, tiny_cifar):
     error_line(err)
 
 
-def test_not_a_checkpoint(work, capsys, tiny_cifar):
+@pytest.mark.parametrize("text", ["hello", "model:\n  class_path: x\n", "# notes\n", "123\n", ""])
+def test_not_a_checkpoint(text, work, capsys, tiny_cifar):
     junk = work / "notes.ckpt"
-    junk.write_text("hello")
-    err = fails_with(["test", f"--data.data_dir={tiny_cifar}", f"--ckpt_path={junk}"], capsys, "notes.ckpt")
-    error_line(err)
+    junk.write_text(text)
+    err = fails_with(["test", f"--data.data_dir={tiny_cifar}", f"--ckpt_path={junk}"], capsys,
+                     "notes.ckpt", "not a readable checkpoint")
+    assert "could run code" not in error_line(err)
     torch.save({"weights": torch.zeros(2)}, work / "plain.ckpt")
     err = fails_with(["test", f"--data.data_dir={tiny_cifar}", f"--ckpt_path={work / 'plain.ckpt'}"], capsys,
                      "not a Lightning checkpoint")
@@ -190,7 +192,7 @@ def test_checkpoint_with_code_is_refused_and_does_not_run(checkpoint, work, caps
     path = work / "evil.ckpt"
     torch.save(evil, path)
     err = fails_with(["test", f"--data.data_dir={tiny_cifar}", f"--ckpt_path={path}"], capsys, "refusing to load")
-    error_line(err)
+    assert "could run code" in error_line(err) and "system" in error_line(err)
     assert not marker.exists()
     from mobilenet_lab import load_model
     from mobilenet_lab.errors import CheckpointError

@@ -97,3 +97,55 @@ def test_load_model_reproduces_the_module(tmp_path):
     with torch.no_grad():
         expected = module((images - net.mean) / net.std)
         torch.testing.assert_close(net(images), expected)
+
+
+def test_schedule_counts_epochs_in_steps_when_max_steps_ends_the_run():
+    """max_steps=30 with max_epochs=10 and 18 steps per epoch: warmup is one real epoch, the LR ends at its floor."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    lrs: list[float] = []
+
+    class RecordLR(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+        def on_train_end(self, trainer, pl_module):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    torch.manual_seed(0)
+    module = MobileNetV3Small(width_mult=0.25, num_classes=10, optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                              lr_scheduler=lambda o, total, per_epoch: WarmupCosine(o, total, per_epoch, warmup_epochs=1))
+    data = DataLoader(TensorDataset(torch.randn(72, 3, 32, 32), torch.randint(0, 10, (72,))), batch_size=4)
+    trainer = L.Trainer(max_steps=30, max_epochs=10, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", callbacks=[RecordLR()])
+    trainer.fit(module, train_dataloaders=data)
+    assert trainer.global_step == 30 and len(lrs) == 31
+    assert lrs[0] == pytest.approx(0.001)
+    assert lrs[17] < 0.1 and lrs[18] == pytest.approx(0.1)  # warmup = 18 steps (one epoch), not 30 // 10
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)  # the cosine reached its floor at the last step
+
+
+def test_each_rank_saves_and_restores_its_own_rng_state():
+    from types import SimpleNamespace
+
+    module = MobileNetV3Small(width_mult=0.25, num_classes=10)
+    torch.manual_seed(0)
+    rank0 = torch.get_rng_state()
+    torch.manual_seed(1)
+    rank1 = torch.get_rng_state()
+
+    def fake_trainer(rank: int) -> SimpleNamespace:  # a 2-process run seen from `rank`
+        gather = lambda t, group=None, sync_grads=False: torch.stack([rank0, rank1])  # noqa: E731
+        return SimpleNamespace(global_rank=rank, world_size=2, strategy=SimpleNamespace(all_gather=gather))
+
+    module._trainer = fake_trainer(1)
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    assert [torch.equal(s, e) for s, e in zip(checkpoint["rng"]["torch"], (rank0, rank1))] == [True, True]
+    for rank, expected in ((0, rank0), (1, rank1)):
+        torch.manual_seed(123)
+        module._trainer = fake_trainer(rank)
+        module.on_load_checkpoint(checkpoint)
+        assert torch.equal(torch.get_rng_state(), expected)
+    module._trainer = None

@@ -133,3 +133,34 @@ def test_datamodule_predict_batches(tmp_path: Path) -> None:
     assert x.shape == (4, 3, 64, 64) and x.dtype == torch.float32
     expected_red = (40 / 255 - CIFAR100_MEAN[0]) / CIFAR100_STD[0]
     assert abs(x[1, 0, 10, 10].item() - expected_red) < 1e-4
+
+
+def test_building_the_data_set_decodes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only headers are read at __init__ (a folder of any size costs its names); pixels are decoded per item."""
+    import mobilenet_lab.data.predict as predict
+
+    for i in range(20):
+        Image.new("RGB", (64, 48), (i * 10, 0, 0)).save(tmp_path / f"img_{i:02d}.png")
+    decoded: list[str] = []
+    real = predict.load_rgb_image
+    monkeypatch.setattr(predict, "load_rgb_image", lambda path, *a, **k: decoded.append(Path(path).name) or real(path, *a, **k))
+    ds = ImageFolderPredictDataset(tmp_path)
+    assert len(ds) == 20 and decoded == [] and not hasattr(ds, "_images")
+    assert ds[3][0][0, 0, 0].item() == 30 and decoded == ["img_03.png"]
+
+
+def test_file_failing_only_at_decode_is_left_out_of_its_batch(tmp_path: Path) -> None:
+    # A JPEG cut in half passes the header check (JPEG has no verifier) and fails when decoded.
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        Image.fromarray(noise).save(tmp_path / name)
+    data = (tmp_path / "b.jpg").read_bytes()
+    (tmp_path / "b.jpg").write_bytes(data[: len(data) // 2])
+    ds = ImageFolderPredictDataset(tmp_path)
+    assert ds.names == ["a.jpg", "b.jpg", "c.jpg"]
+    with pytest.warns(UserWarning, match="skipping .*b.jpg"):
+        images, names = ds.collate([ds[i] for i in range(3)])
+    assert names == ["a.jpg", "c.jpg"] and images.shape == (2, 3, 32, 32)
+    with pytest.warns(UserWarning):
+        empty, none = ds.collate([ds[1]])
+    assert empty.shape == (0, 3, 32, 32) and none == []

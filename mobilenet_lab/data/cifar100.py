@@ -11,7 +11,7 @@ Reproducibility: the training sampler yields *epoch-tagged keys* ``epoch * len(d
 index`` and every random draw (order, crop, flip, strong policy, erasing, mixup/cutmix) is
 derived from (seed, epoch, index) or (seed, epoch, first index of the batch). An epoch is thus
 a pure function of (seed, epoch), whatever the process RNG state, the worker count or where a
-run was resumed (see :meth:`CIFAR100DataModule.skip_batches_on_resume`).
+run was resumed (the train loader is a :class:`~mobilenet_lab.data.loader.ResumableLoader`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch.utils.data._utils.collate import default_collate
 
 from mobilenet_lab.data import augment as aug
+from mobilenet_lab.data.loader import ResumableLoader
 from mobilenet_lab.data.safe_pickle import safe_load
 from mobilenet_lab.errors import DataError, UserError
 
@@ -553,7 +554,6 @@ class CIFAR100DataModule(L.LightningDataModule):
         self.val_dataset: CIFAR100EvalDataset | None = None
         self.test_dataset: CIFAR100EvalDataset | None = None
         self._train_sampler: EpochKeySampler | None = None
-        self._pending_resume: tuple[int, int] | None = None
         self._stats: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     # -- metadata ------------------------------------------------------------------------------
@@ -642,14 +642,10 @@ class CIFAR100DataModule(L.LightningDataModule):
             self.train_dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=self.seed,
             batch_size=self.batch_size,
         )
-        pending = self._pending_resume
-        if pending is not None and (self._train_sampler is None or self._train_sampler.pending_resume is not None):
-            # Not consumed by an earlier loader yet: hand the skip over to the new sampler.
-            sampler.resume_from(*pending)
-        self._pending_resume = None
         self._train_sampler = sampler
         self.train_dataset.images_on_device = self._use_device_images(trainer)
-        return DataLoader(
+        # Lightning checkpoints this loader's position and restores it on resume (mid-epoch exact).
+        return ResumableLoader(
             self.train_dataset,
             batch_size=self.batch_size,
             sampler=sampler,
@@ -678,10 +674,11 @@ class CIFAR100DataModule(L.LightningDataModule):
         if not self.predict_dir:
             raise UserError("no images to predict: set --data.predict_dir to a folder of image files")
         dataset = ImageFolderPredictDataset(self.predict_dir, image_size=IMAGE_SHAPE[1])
-        return DataLoader(
+        return DataLoader(  # images are decoded here, batch by batch (in the workers if any)
             dataset,
             batch_size=self.eval_batch_size,
             shuffle=False,
+            collate_fn=dataset.collate,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -707,48 +704,6 @@ class CIFAR100DataModule(L.LightningDataModule):
         if self._device_images is None or self._device_images[0] != device:
             self._device_images = (device, self.train_dataset.images.to(device))
         return self._device_images[1]
-
-    # -- resume ----------------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        """Where the training loop stands, saved in every checkpoint (for :meth:`load_state_dict`)."""
-        trainer = self._trainer_or_none()
-        if trainer is None or not trainer.training:
-            return {}
-        # ``processed`` counts the batches of this epoch already trained on, including the one
-        # whose on_train_batch_end is saving; at an epoch end it is the whole epoch.
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"epoch": trainer.current_epoch, "batches_done": int(done)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resuming from a checkpoint: skip the batches of the interrupted epoch already trained on."""
-        if "epoch" in state_dict and state_dict.get("batches_done", 0) > 0:
-            self.skip_batches_on_resume(state_dict["epoch"], state_dict["batches_done"])
-
-    def skip_batches_on_resume(self, epoch: int, batches_done: int) -> None:
-        """Resume mid-epoch: the next training iteration of ``epoch`` skips its first ``batches_done`` batches.
-
-        Call it after the checkpoint is restored and before the training loop iterates the
-        train loader, e.g. from a callback's ``on_train_start`` (tested) or ``on_train_epoch_start``
-        of the resumed epoch. Works whether or not :meth:`train_dataloader` was created already.
-        The remaining batches are exactly those the uninterrupted epoch would have produced (same
-        order, same augmentation, same erasing/mixup), and later epochs are unaffected.
-
-        ``batches_done`` must equal the ``batch_idx`` at which Lightning resumes: for a
-        checkpoint written in ``on_train_batch_end`` of ``batch_idx = k`` that is ``k + 1``
-        (Lightning's restored ``fit_loop.epoch_loop.batch_progress.current.completed`` still
-        reads ``k`` in ``on_train_start``; its restart logic adds the 1 later). ``len()`` of
-        the loader stays the full epoch, which is what Lightning's restored counters expect.
-
-        Args:
-            epoch: The interrupted epoch (0-based, ``trainer.current_epoch``).
-            batches_done: Training batches of that epoch already trained on (per rank).
-        """
-        if epoch < 0 or batches_done < 0:
-            raise ValueError(f"epoch and batches_done must be >= 0, got {epoch}, {batches_done}")
-        self._pending_resume = (epoch, batches_done)
-        if self._train_sampler is not None:
-            self._train_sampler.resume_from(epoch, batches_done)
 
     @property
     def train_sampler(self) -> EpochKeySampler | None:

@@ -1,9 +1,11 @@
 """A data set of the image files in one folder, for ``predict``.
 
-Each file is decoded once, when the data set is built, into a small uint8 RGB tensor; files
-that cannot be used (not an image, truncated, too many pixels, unsupported mode) are skipped
-with one warning each and listed in :attr:`ImageFolderPredictDataset.skipped`, so ``len()``
-counts exactly the images that will be returned.
+Building the data set reads each file's header and checks its integrity without decoding it, so
+a folder of any size costs only its file names; files that cannot be used (not an image, truncated,
+too many pixels) are skipped with one warning each and listed in
+:attr:`ImageFolderPredictDataset.skipped`. Images are decoded when the loader asks for them (in the
+DataLoader workers when ``num_workers > 0``); a file that passed the check but fails to decode then
+is skipped with a warning by :meth:`ImageFolderPredictDataset.collate` (its batch is one image shorter).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from torch.utils.data import Dataset
 
 from mobilenet_lab.errors import UserError
 
-__all__ = ["ImageFolderPredictDataset", "load_rgb_image", "UnusableImageError", "DEFAULT_MAX_PIXELS"]
+__all__ = ["ImageFolderPredictDataset", "check_image", "load_rgb_image", "UnusableImageError",
+           "DEFAULT_MAX_PIXELS"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,45 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         raise UnusableImageError(f"cannot convert PIL mode {mode} to RGB ({exc})") from None
 
 
+def check_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """Cheap checks of an image file without decoding its pixels: PIL reads it, its size, its integrity.
+
+    ``verify()`` reads the whole file (PNG: every chunk's CRC, so truncation shows) but keeps no
+    pixels; formats without a verifier (e.g. JPEG) can still fail later, in :func:`load_rgb_image`.
+
+    Raises:
+        UnusableImageError: The file is not a usable image; the message says why.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                _check_pixels(im, max_pixels)
+                im.verify()
+        except UnusableImageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - PIL reports bad files in many ways
+            raise _unusable(exc) from None
+
+
+def _check_pixels(im: Image.Image, max_pixels: int | None) -> None:
+    pixels = im.size[0] * im.size[1]
+    if max_pixels is not None and pixels > max_pixels:
+        raise UnusableImageError(
+            f"{im.size[0]}x{im.size[1]} = {pixels} pixels is over the limit of {max_pixels}"
+            " (possible decompression bomb)"
+        )
+
+
+def _unusable(exc: Exception) -> UnusableImageError:
+    if isinstance(exc, Image.DecompressionBombError):
+        return UnusableImageError(f"too many pixels (possible decompression bomb): {exc}")
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return UnusableImageError("not an image file PIL can read")
+    # PIL reports truncated and corrupt data as OSError/SyntaxError/ValueError/EOFError.
+    return UnusableImageError(f"unreadable or truncated image ({exc})")
+
+
 def load_rgb_image(path: str | os.PathLike[str], size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tensor:
     """Open an image file and return it as uint8 3 x size x size RGB.
 
@@ -79,13 +121,8 @@ def load_rgb_image(path: str | os.PathLike[str], size: int, max_pixels: int | No
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             with Image.open(path) as im:
-                pixels = im.size[0] * im.size[1]
-                if max_pixels is not None and pixels > max_pixels:
-                    raise UnusableImageError(
-                        f"{im.size[0]}x{im.size[1]} = {pixels} pixels is over the limit of {max_pixels}"
-                        " (possible decompression bomb)"
-                    )
-                im.load()  # decode fully now: truncation shows up here, not in a worker later
+                _check_pixels(im, max_pixels)
+                im.load()  # decode fully now: truncation shows up here
                 try:
                     im = ImageOps.exif_transpose(im)
                 except Exception as exc:  # broken EXIF is not worth dropping the image for
@@ -96,24 +133,22 @@ def load_rgb_image(path: str | os.PathLike[str], size: int, max_pixels: int | No
                 array = np.array(rgb, dtype=np.uint8)  # H x W x 3, a copy we own
         except UnusableImageError:
             raise
-        except Image.DecompressionBombError as exc:
-            raise UnusableImageError(f"too many pixels (possible decompression bomb): {exc}") from None
-        except Image.UnidentifiedImageError:
-            raise UnusableImageError("not an image file PIL can read") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            # PIL reports truncated and corrupt data as OSError/SyntaxError/ValueError.
-            raise UnusableImageError(f"unreadable or truncated image ({exc})") from None
+        except (Image.DecompressionBombError, Image.UnidentifiedImageError, OSError, SyntaxError, ValueError,
+                EOFError) as exc:
+            raise _unusable(exc) from None
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-class ImageFolderPredictDataset(Dataset[tuple[Tensor, str]]):
+class ImageFolderPredictDataset(Dataset[tuple[Tensor | None, str]]):
     """Every file directly inside ``directory`` (not recursive; sub-folders are ignored), sorted by name.
 
     Items are ``(image, file_name)`` with ``image`` a uint8 3 x ``image_size`` x ``image_size``
-    RGB tensor. Conversions: EXIF orientation applied; grayscale, palette, CMYK etc. to RGB;
-    alpha composited on black; 16-bit (``I;16``/``I``) divided by 256. Files are decoded and
-    checked when the data set is built; the unusable ones are skipped with a warning each and
-    listed in :attr:`skipped` as ``(file_name, reason)``.
+    RGB tensor, decoded when the item is asked for. Conversions: EXIF orientation applied;
+    grayscale, palette, CMYK etc. to RGB; alpha composited on black; 16-bit (``I;16``/``I``)
+    divided by 256. Files are checked (header, size, integrity; :func:`check_image`) when the data
+    set is built; the unusable ones are skipped with a warning each and listed in :attr:`skipped`
+    as ``(file_name, reason)``. A file that passes the check but cannot be decoded later gives
+    ``(None, file_name)`` and a warning; :meth:`collate` leaves it out of its batch.
 
     Args:
         directory: Folder holding the images.
@@ -144,25 +179,35 @@ class ImageFolderPredictDataset(Dataset[tuple[Tensor, str]]):
         self.max_pixels = max_pixels
         self.names: list[str] = []
         self.skipped: list[tuple[str, str]] = []
-        images: list[Tensor] = []
         for name in names:
             try:
-                images.append(load_rgb_image(root / name, image_size, max_pixels))
+                check_image(root / name, max_pixels)
             except UnusableImageError as exc:
                 reason = str(exc)
                 self.skipped.append((name, reason))
                 warnings.warn(f"skipping {root / name}: {reason}", stacklevel=2)
                 continue
             self.names.append(name)
-        if not images:
+        if not self.names:
             raise UserError(
                 f"none of the {len(names)} files in {root} is a readable image (first: {self.skipped[0][0]}:"
                 f" {self.skipped[0][1]})"
             )
-        self._images = torch.stack(images)
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, str]:
-        return self._images[index], self.names[index]
+    def __getitem__(self, index: int) -> tuple[Tensor | None, str]:
+        name = self.names[index]
+        try:
+            return load_rgb_image(self.directory / name, self.image_size, self.max_pixels), name
+        except UnusableImageError as exc:
+            warnings.warn(f"skipping {self.directory / name}: {exc}", stacklevel=2)
+            return None, name
+
+    def collate(self, items: list[tuple[Tensor | None, str]]) -> tuple[Tensor, list[str]]:
+        """DataLoader ``collate_fn``: ``(uint8 N x 3 x S x S, file names)`` without the undecodable items."""
+        kept = [(image, name) for image, name in items if image is not None]
+        if not kept:
+            return torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8), []
+        return torch.stack([image for image, _ in kept]), [name for _, name in kept]
