@@ -304,11 +304,6 @@ class EpochKeySampler(DistributedSampler):
         self.set_epoch(epoch)
         self._resume = (epoch, skip)
 
-    @property
-    def pending_resume(self) -> tuple[int, int] | None:
-        """(epoch, samples to skip) not yet consumed by an iteration, or None."""
-        return self._resume
-
     def epoch_indices(self, epoch: int) -> list[int]:
         """This rank's data set indices of ``epoch`` in order (no skipping, no key tagging)."""
         n = self.dataset_len
