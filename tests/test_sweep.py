@@ -125,7 +125,7 @@ def test_two_worker_processes_share_one_study_without_duplicates(tiny_cifar: Pat
 
 
 @pytest.mark.slow
-def test_sigkill_mid_trial_then_same_command_finishes_every_point_once(tiny_cifar: Path, tmp_path: Path):
+def test_sigkill_mid_trial_then_same_command_finishes_every_point_once(tiny_cifar: Path, tmp_path: Path, monkeypatch):
     grid = {"model.init_args.dropout": [0.0, 0.1], "model.init_args.label_smoothing": [0.0, 0.1]}
     # Long enough to be killed inside the first trial's training.
     path = write_sweep(tmp_path, "killed", grid=grid,
@@ -162,10 +162,12 @@ def test_sigkill_mid_trial_then_same_command_finishes_every_point_once(tiny_cifa
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert [t.number for t in failed] == [0]
     retry = next(t for t in complete if t.params == failed[0].params)
-    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
+    assert sweep_storage.retry_history(retry) == [0]
+    monkeypatch.chdir(tmp_path)  # the report reads the trials' logs where the sweep wrote them
     rows = report.main(["--sweep", "killed", "--storage", f"sqlite:///{tmp_path / 'sweeps/killed.db'}", "--quiet",
                         "--out", str(tmp_path / "out")])
     assert rows[0]["state"] == f"interrupted (rerun as trial {retry.number})"
+    assert all(r["model"] == "mobilenet_v3_small" and r["epochs"] == 3 for r in rows if r["state"] == "complete")
 
 
 @pytest.mark.slow

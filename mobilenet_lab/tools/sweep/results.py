@@ -150,7 +150,8 @@ def plot_sweep(rows: list[dict[str, Any]], study: optuna.Study, path: Path) -> s
     numeric = [n for n in names if done and all(isinstance(r[n], (int, float)) and not isinstance(r[n], bool)
                                                 for r in done)]
     x_key = numeric[0] if numeric else "MACs"
-    series_keys = [n for n in names if n != x_key]
+    # A grid repeats each value of the other keys: one line per combination. A search rarely does: one series.
+    series_keys = [n for n in names if n != x_key] if spec["grid"] is not None else []
     fig, ax = plt.subplots(figsize=(7, 5))
     groups: dict[str, list[tuple[float, float, str]]] = {}
     for r in done:

@@ -54,10 +54,15 @@ class TrialInterrupted(Exception):
 
 
 class _QuietTrialFailures(logging.Filter):
-    """Optuna logs a failed trial with its traceback; the sweep prints its own line instead."""
+    """Optuna logs a failed trial with its traceback, then its value; the sweep prints its own line instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and record.exc_info[0] in (TrialFailed, TrialInterrupted))
+        if record.exc_info and record.exc_info[0] in (TrialFailed, TrialInterrupted):
+            return False
+        return not record.getMessage().endswith("failed with value None.")
+
+
+_QUIET = _QuietTrialFailures()
 
 
 class Runner:
@@ -87,7 +92,8 @@ class Runner:
     # ------------------------------------------------------------------ the sweep
     def run(self, workers: int) -> int | None:
         """Runs until the sweep is finished or stopped; returns the signal that stopped it, if any."""
-        logging.getLogger("optuna").addFilter(_QuietTrialFailures())
+        for handler in logging.getLogger("optuna").handlers:  # a logger's filter misses its children's records
+            handler.addFilter(_QUIET)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         devices = _gpu_slots(workers)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
