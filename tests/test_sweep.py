@@ -199,7 +199,35 @@ def test_pruned_trial_is_reported_as_pruned_and_finished_one_is_tested(tiny_cifa
     assert {"test/most_confused/text_summary", "test/worst_classes/text_summary"} <= set(acc.Tags()["tensors"])
 
 
+@pytest.mark.slow
+def test_search_samples_n_trials_within_its_space(tiny_cifar: Path, tmp_path: Path):
+    path = write_sweep(tmp_path, "search", n_trials=3, search={
+        "model.init_args.optimizer.init_args.lr": {"low": 0.01, "high": 0.5, "log": True},
+        "model.init_args.dropout": [0.0, 0.2],
+        "data.batch_size": {"low": 16, "high": 32, "step": 16, "integer": True}},
+        sampler={"class_path": "optuna.samplers.RandomSampler", "init_args": {"seed": 1}})
+    run_sweep(tmp_path, path, tiny_cifar, "--workers", "2")
+    trials = load(tmp_path, "search").get_trials()
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        assert 0.01 <= t.params["model.init_args.optimizer.init_args.lr"] <= 0.5
+        assert t.params["model.init_args.dropout"] in (0.0, 0.2) and t.params["data.batch_size"] in (16, 32)
+        config = yaml.safe_load((tmp_path / f"lightning_logs/search/trial_{t.number:03d}/config.yaml").read_text())
+        assert config["data"]["batch_size"] == t.params["data.batch_size"]
+        assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == pytest.approx(
+            t.params["model.init_args.optimizer.init_args.lr"])
+
+
 # ---------------------------------------------------------------------------- sweep files
+@pytest.mark.parametrize("path", sorted((ROOT / "configs/sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweep_files_parse_and_every_point_is_a_valid_fit(path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # their base configs are relative to the repository
+    spec, _ = sweep_spec.parse(["--config", str(path.relative_to(ROOT))])
+    assert spec.name == path.stem and spec.is_grid and spec.test
+    config = sweep_spec.check_points(spec, [])
+    assert config.trainer.logger.class_path.endswith("TensorBoardLogger")
+
+
 def bad(capsys, tmp_path: Path, *argv: str, command: str = "sweep") -> str:
     """Runs ``sweep`` (or ``command``) in-process; returns its one-line error (it must exit 2)."""
     with pytest.raises(SystemExit) as exit_info:
