@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("mobilenet_lab.tools.summary", "parameters and multiply-adds of each model and width"),
     "benchmark": ("mobilenet_lab.tools.benchmark", "latency and throughput of each model and width, table and chart"),
     "report": ("mobilenet_lab.tools.report", "results table of finished runs, read from their logs"),
-    "sweep": ("mobilenet_lab.tools.sweep", "train a grid or search of configs (Optuna), resumable, on one or many machines"),
+    "sweep": ("mobilenet_lab.tools.sweep", "grid or search over config values with Optuna; resumable, on many machines"),
     "export": ("mobilenet_lab.tools.export", "export a checkpoint to ONNX or ExecuTorch, optionally int8"),
 }
 TOOLS = {name: module for name, (module, _) in COMMANDS.items() if module != CLI}

@@ -239,8 +239,9 @@ class TestPanels(Callback):
                                                               torch.cat(self._preds), names), step)
         confusion = pl_module.test_confusion.compute().cpu()
         writer.add_figure("test/confusion_matrix", _confusion_figure(confusion), step)
-        writer.add_text("test/most_confused", confusion_markdown(
-            most_confused(confusion, names, self.top_k), ("true class", "predicted as", "images", "share of class")), step)
+        pairs = most_confused(confusion, names, self.top_k)
+        writer.add_text("test/most_confused",
+                        confusion_markdown(pairs, ("true class", "predicted as", "images", "share of class")), step)
         writer.add_text("test/worst_classes", confusion_markdown(
             worst_classes(confusion, names, self.top_k), ("class", "accuracy", "images")), step)
         write_confusion_csv(confusion, names, Path(run_folder(trainer)) / CONFUSION_CSV)

@@ -57,7 +57,7 @@ def sweep_command(path: Path, data_dir: Path, *options: str) -> list[str]:
             f"--data.data_dir={data_dir}"]
 
 
-def run_sweep(cwd: Path, path: Path, data_dir: Path, *options: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_sweep(cwd: Path, path: Path, data_dir: Path, *options: str, timeout: float = 900):
     result = subprocess.run(sweep_command(path, data_dir, *options), cwd=cwd, env=env(), capture_output=True,
                             text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -159,7 +159,8 @@ def plot_sweep(rows: list[dict[str, Any]], study: optuna.Study, path: Path) -> s
         if x is None:
             continue
         label = ", ".join(f"{k}={r[k]}" for k in series_keys) or spec["metric"]
-        groups.setdefault(label, []).append((float(x), float(r[y_key]), "pruned" if r["state"].startswith("pruned") else ""))
+        note = "pruned" if r["state"].startswith("pruned") else ""
+        groups.setdefault(label, []).append((float(x), float(r[y_key]), note))
     for i, (label, points) in enumerate(sorted(groups.items())):
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=f"C{i % 10}", label=label)

@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 import mobilenet_lab
 
 from .spec import SweepSpec, cli_value, trial_arguments
-from .storage import fail_stale_trials, reap_dead_workers, requeue, retry_history, worker_id
+from .storage import AskLock, fail_stale_trials, reap_dead_workers, requeue, retry_history, worker_id
 from .trial import PARENT_ENV, PRUNED_ATTR, STORAGE_ENV
 
 __all__ = ["Runner", "trial_name"]
@@ -88,6 +88,7 @@ class Runner:
         self._lock = threading.Lock()
         self._print_lock = threading.Lock()
         self.errors: deque[BaseException] = deque()
+        self._ask_lock = AskLock(url)
 
     # ------------------------------------------------------------------ the sweep
     def run(self, workers: int) -> int | None:
@@ -137,7 +138,10 @@ class Runner:
         try:
             while not self.stop.is_set():
                 self._reap()
+                self._ask_lock.acquire()  # held from this look at the study until the trial is taken
                 action = self._next_action()
+                if action != "run":
+                    self._ask_lock.release()
                 if action == "done":
                     return
                 if action == "wait":
@@ -152,6 +156,9 @@ class Runner:
                     if trial.state == TrialState.FAIL:
                         requeue(self.study, trial)
                     return
+                finally:
+                    if not current.get("taken"):  # Optuna failed before handing over a trial
+                        self._ask_lock.release()
         except BaseException as err:  # noqa: BLE001 - reported by run() in the main thread
             self.errors.append(err)
             self.stop.set()
@@ -176,7 +183,8 @@ class Runner:
         return "wait" if running else "done"
 
     def _objective(self, trial: optuna.Trial, device: str | None, current: dict[str, Any]) -> float:
-        current["id"] = trial._trial_id
+        current["id"], current["taken"] = trial._trial_id, True
+        self._ask_lock.release()
         if self.spec.is_grid and "grid_params" not in trial.user_attrs:
             # Another worker took the last queued point between our look and Optuna's ask.
             trial.set_user_attr("skipped", True)
@@ -198,7 +206,7 @@ class Runner:
         if self.stop.is_set() or code in INTERRUPTED:
             raise TrialInterrupted(f"stopped (fit exit status {code})")
         if code != 0:
-            reason = _last_error(log_dir / "fit.log")
+            reason = _last_error(log_dir / "fit.log", code)
             trial.set_user_attr("error", reason)
             self.say(f"trial {trial.number} failed: {reason} (see {log_dir / 'fit.log'})")
             raise TrialFailed(reason)
@@ -221,23 +229,18 @@ class Runner:
         return best
 
     def _test(self, trial: optuna.Trial, log_dir: Path, checkpoint_dir: Path, device: str | None) -> None:
-        """Tests the trial's last.ckpt with its own config; the test run logs beside it (``trial_NNN_test``)."""
+        """Tests the trial's last.ckpt with its config.yaml (all the fit was given); logs to ``trial_NNN_test``."""
         command = [sys.executable, "-m", "mobilenet_lab", "test", f"--config={log_dir / 'config.yaml'}",
                    f"--ckpt_path={checkpoint_dir / 'last.ckpt'}",
-                   f"--trainer.logger.init_args.version={trial_name(trial.number)}_test", *self._test_extra()]
+                   f"--trainer.logger.init_args.version={trial_name(trial.number)}_test"]
         code = self._run(command, log_dir / "test.log", device)
         if self.stop.is_set() or code in INTERRUPTED:
             raise TrialInterrupted(f"stopped during test (exit status {code})")
         if code != 0:
-            reason = "test: " + _last_error(log_dir / "test.log")
+            reason = "test: " + _last_error(log_dir / "test.log", code)
             trial.set_user_attr("error", reason)
             self.say(f"trial {trial.number} failed: {reason}")
             raise TrialFailed(reason)
-
-    def _test_extra(self) -> list[str]:
-        # The config already holds the sweep's settings; per-machine arguments (data folder,
-        # devices) may differ from those of the machine that trained.
-        return [a for a in self.extra if a.startswith(("--data.", "--trainer.accelerator", "--trainer.devices"))]
 
     # ------------------------------------------------------------------ processes
     def _fit_command(self, params: dict[str, Any], number: int) -> list[str]:
@@ -306,13 +309,14 @@ def _shown(command: list[str]) -> str:
     return shlex.join(args)
 
 
-def _last_error(path: Path) -> str:
-    """The fit's one-line error (``error: ...``), else the last line of its output."""
+def _last_error(path: Path, code: int) -> str:
+    """The fit's one-line error (``error: ...``), else the last line of its output; a kill names its signal."""
     try:
         lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
-        return "no output"
+        lines = []
     errors = [line for line in lines if line.startswith("error:")]
     text = errors[-1] if errors else (lines[-1] if lines else "no output")
+    if code < 0:
+        text = f"killed by {signal.Signals(-code).name} (out of memory?); last output: {text}"
     return text[:300]
-

@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import json
 import logging
+import re
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -175,6 +176,8 @@ def parse(argv: list[str]) -> tuple[SweepSpec, Namespace]:
     name = cfg.name or (files[-1].name.rsplit(".", 1)[0] if files else None)
     if not name:
         raise UserError("the sweep needs a name: give --config configs/sweeps/<name>.yaml or --name")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise UserError(f"sweep name {name!r}: use letters, digits, '_', '-' and '.' (it names files and folders)")
     if not cfg.base:
         raise UserError("sweep file: base is empty; name the training config(s), e.g. base: [configs/quickstart.yaml]")
     for path in cfg.base:

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,8 +32,8 @@ from optuna.trial import TrialState
 from ...errors import UserError
 from .spec import SweepSpec, build_pruner, build_sampler
 
-__all__ = ["open_storage", "open_study", "reap_dead_workers", "fail_stale_trials", "worker_id", "safe_url",
-           "default_storage", "requeue", "retry_history", "HEARTBEAT_S", "GRACE_S"]
+__all__ = ["AskLock", "open_storage", "open_study", "reap_dead_workers", "fail_stale_trials", "worker_id",
+           "safe_url", "default_storage", "requeue", "retry_history", "HEARTBEAT_S", "GRACE_S"]
 
 #: Seconds between a running trial's heartbeats, and without one before another worker fails it.
 HEARTBEAT_S = 10
@@ -96,6 +97,41 @@ def setup_lock(url: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class AskLock:
+    """Makes "look at the study, then take a trial" one step for this machine's workers.
+
+    A worker decides from the study's trials whether a trial is left to start, then Optuna's
+    ``ask`` takes one: two workers doing both at once could run a search past ``n_trials`` or find
+    a grid's last point gone. Threads of one sweep process share a lock; with SQLite, sweep
+    processes on the machine also share a lock file. Workers on other machines (a server database)
+    are not covered: there a search may run a trial more than ``n_trials``, as Optuna's own may.
+    Acquire before the look; release once the trial is taken (or taking it failed).
+    """
+
+    def __init__(self, url: str) -> None:
+        self._thread_lock = threading.Lock()
+        path = _sqlite_path(url)
+        self._path = path.with_name(path.name + ".ask.lock") if path is not None else None
+        self._file: Any = None
+
+    def acquire(self) -> None:
+        self._thread_lock.acquire()
+        if self._path is not None:
+            import fcntl
+
+            self._file = open(self._path, "a")  # noqa: SIM115 - held until release()
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._file is not None:
+            import fcntl
+
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        self._thread_lock.release()
 
 
 def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
