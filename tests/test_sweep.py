@@ -396,8 +396,8 @@ def test_report_of_a_missing_sweep_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert "no sweep database sweeps/none.db" in bad(capsys, tmp_path, "--sweep", "none", command="report")
     (tmp_path / "sweeps").mkdir()
-    with pytest.raises(UserError, match="no sweep named 'other'"):
-        optuna.create_study(study_name="x", storage=f"sqlite:///{tmp_path / 'sweeps/other.db'}")
+    optuna.create_study(study_name="x", storage=f"sqlite:///{tmp_path / 'sweeps/other.db'}")
+    with pytest.raises(UserError, match="no sweep named 'other'.*it holds: x"):
         report.main(["--sweep", "other", "--quiet"])
 
 
@@ -408,3 +408,27 @@ def test_most_confused_pairs_and_worst_classes_by_name():
     assert most_confused(confusion, names, k=2) == [("bee", "apple", 5, 0.5), ("bee", "cat", 4, 0.4)]
     assert worst_classes(confusion, names, k=2) == [("bee", 0.1, 10), ("apple", 0.8, 10)]
     assert most_confused(torch.eye(3, dtype=torch.long), names) == []
+
+
+def test_report_lists_the_confusions_of_a_tested_run(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from mobilenet_lab.callbacks import write_confusion_csv
+
+    logdir = tmp_path / "lightning_logs"
+    model = {"class_path": "mobilenet_lab.modules.MobileNetV3Small", "init_args": {"width_mult": 0.5}}
+    for version, scalars, ckpt in ((0, {"val/acc": 0.4, "train/loss": 1.0}, None),
+                                   (1, {"test/acc": 0.5}, "checkpoints/m/version_0/last.ckpt")):
+        run = logdir / "m" / f"version_{version}"
+        writer = SummaryWriter(str(run))
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, 0)
+        writer.close()
+        (run / "config.yaml").write_text(yaml.safe_dump({"model": model, "ckpt_path": ckpt}))
+    write_confusion_csv(torch.tensor([[3, 1, 0], [2, 0, 2], [0, 0, 4]]), ["apple", "bee", "cat"],
+                        logdir / "m/version_1/confusion_matrix.csv")
+    rows = report.main(["--logdir", str(logdir), "--out", str(tmp_path / "out"), "--quiet"])
+    assert [r["test_run"] for r in rows] == ["m/version_1"]
+    text = (tmp_path / "out/report.md").read_text()
+    assert "## m/version_0: test errors" in text
+    assert "| bee | apple | 2 | 50.0% |" in text and "| bee | 0.0% | 4 |" in text
