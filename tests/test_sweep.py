@@ -329,6 +329,12 @@ def test_dead_local_worker_trial_is_failed_and_queued_again(tmp_path):
     retry = study.get_trials()[-1]
     assert retry.params == {"x": 1.0} and retry.user_attrs["grid_params"] == {"x": 1.0}
     assert sweep_storage.reap_dead_workers(study, store) == []
+    # A re-run queues grid points whose trials all failed (the retry above holds this one).
+    spec, _ = sweep_spec.parse(["--config", str(write_sweep(tmp_path, "s", grid={"x": [1.0, 2.0]}))])
+    assert sweep_storage.queue_grid(study, spec) == 1  # x=2.0: never queued
+    assert sweep_storage.queue_grid(study, spec) == 0
+    study.tell(study.ask(), state=TrialState.FAIL)  # the retry of x=1.0 fails too
+    assert sweep_storage.queue_grid(study, spec) == 1 and study.get_trials()[-1].user_attrs["grid_params"] == {"x": 1.0}
 
 
 POP = """

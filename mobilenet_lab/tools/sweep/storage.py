@@ -221,7 +221,7 @@ def open_study(spec: SweepSpec, storage: RDBStorage, url: str, log_root: Path, c
     added = queue_grid(study, spec)
     if added:
         study.set_user_attr(SPEC_ATTR, spec.stored())
-        print(f"sweep {spec.name}: {added} new grid point(s) queued")
+        print(f"[sweep {spec.name}] {added} grid point(s) queued: new, or failed in an earlier run")
     return study, False
 
 
@@ -239,10 +239,15 @@ def _wait_for_spec(study: optuna.Study, url: str, wait_s: float) -> dict[str, An
 
 
 def queue_grid(study: optuna.Study, spec: SweepSpec) -> int:
-    """Queues each grid point that no trial of the study holds yet; returns how many were queued."""
+    """Queues each grid point that no trial holds yet, or whose trials all failed; returns how many.
+
+    So a new sweep queues its grid, a grown grid its new points, and a re-run retries the points
+    that failed (once per run: a failure during the run is not retried until the next).
+    """
     if not spec.is_grid:
         return 0
-    have = {_key(t.user_attrs.get("grid_params") or t.params) for t in study.get_trials(deepcopy=False)}
+    have = {_key(t.user_attrs.get("grid_params") or t.params) for t in study.get_trials(deepcopy=False)
+            if t.state != TrialState.FAIL}
     added = 0
     for point in spec.grid_points():
         if _key(point) not in have:
