@@ -52,14 +52,15 @@ def write_sweep(folder: Path, name: str, **fields) -> Path:
     return path
 
 
-def sweep_command(path: Path, data_dir: Path, *options: str) -> list[str]:
+def sweep_command(path: Path, data_dir: Path, *options: str, fit_args: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "-m", "mobilenet_lab", "sweep", "--config", str(path), *options, "--",
-            f"--data.data_dir={data_dir}"]
+            f"--data.data_dir={data_dir}", *fit_args]
 
 
-def run_sweep(cwd: Path, path: Path, data_dir: Path, *options: str, timeout: float = 900):
-    result = subprocess.run(sweep_command(path, data_dir, *options), cwd=cwd, env=env(), capture_output=True,
-                            text=True, timeout=timeout)
+def run_sweep(cwd: Path, path: Path, data_dir: Path, *options: str, fit_args: tuple[str, ...] = (),
+              timeout: float = 900):
+    result = subprocess.run(sweep_command(path, data_dir, *options, fit_args=fit_args), cwd=cwd, env=env(),
+                            capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -168,6 +169,38 @@ def test_sigkill_mid_trial_then_same_command_finishes_every_point_once(tiny_cifa
                         "--out", str(tmp_path / "out")])
     assert rows[0]["state"] == f"interrupted (rerun as trial {retry.number})"
     assert all(r["model"] == "mobilenet_v3_small" and r["epochs"] == 3 for r in rows if r["state"] == "complete")
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_same_command_resumes_the_interrupted_trial(tiny_cifar: Path, tmp_path: Path):
+    path = write_sweep(tmp_path, "ctrlc", grid={"model.init_args.dropout": [0.0]},
+                       set={**TINY_SET, "trainer.limit_train_batches": 8, "trainer.max_epochs": 3})
+    every_step = ("--checkpoint.last_every_n_steps=1",)
+    proc = subprocess.Popen(sweep_command(path, tiny_cifar, fit_args=every_step), cwd=tmp_path, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    last = tmp_path / "checkpoints/ctrlc/trial_000/last.ckpt"
+    deadline = time.monotonic() + 600
+    try:
+        while not last.is_file():  # training (and its graceful stop) has begun
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "the trial never saved a checkpoint"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=300)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, output[-3000:]
+    assert "stopped: SIGINT received" in (tmp_path / "lightning_logs/ctrlc/trial_000/fit.log").read_text()
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert 0 < step < 24
+
+    result = run_sweep(tmp_path, path, tiny_cifar, fit_args=every_step)  # the same command
+    assert f"resuming {last.relative_to(tmp_path)}" in result.stdout
+    trials = load(tmp_path, "ctrlc").get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs["resumed_from"] == str(last.relative_to(tmp_path))
+    final = torch.load(tmp_path / "checkpoints/ctrlc/trial_001/last.ckpt", weights_only=True)
+    assert final["global_step"] == 24 and final["epoch"] == 2  # 3 epochs of 8 steps in all, not 3 more
 
 
 @pytest.mark.slow

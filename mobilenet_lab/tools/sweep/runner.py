@@ -139,9 +139,12 @@ class Runner:
             while not self.stop.is_set():
                 self._reap()
                 self._ask_lock.acquire()  # held from this look at the study until the trial is taken
-                action = self._next_action()
-                if action != "run":
-                    self._ask_lock.release()
+                action = "failed"
+                try:
+                    action = "done" if self.stop.is_set() else self._next_action()
+                finally:
+                    if action != "run":
+                        self._ask_lock.release()
                 if action == "done":
                     return
                 if action == "wait":
@@ -193,14 +196,15 @@ class Runner:
         name = trial_name(trial.number)
         log_dir = self.log_root / self.spec.name / name
         checkpoint_dir = self.checkpoint_root / self.spec.name / name
-        command = self._fit_command(params, trial.number)
+        resume = self._resume_checkpoint(trial)
+        command = self._fit_command(params, trial.number, resume)
         for key, value in (("worker", worker_id()), ("log_dir", str(log_dir)),
                            ("checkpoint_dir", str(checkpoint_dir)), ("command", _shown(command)),
-                           ("device", device)):
+                           ("device", device), ("resumed_from", resume)):
             trial.set_user_attr(key, value)
         shown = ", ".join(f"{_short(k)}={_short(cli_value(v))}" for k, v in params.items())
         self.say(f"trial {trial.number} started: {shown}" + (f" on GPU {device}" if device is not None else "")
-                 + f" (output in {log_dir / 'fit.log'})")
+                 + (f", resuming {resume}" if resume else "") + f" (output in {log_dir / 'fit.log'})")
         started = time.monotonic()
         code = self._run(command, log_dir / "fit.log", device)
         if self.stop.is_set() or code in INTERRUPTED:
@@ -242,15 +246,28 @@ class Runner:
             self.say(f"trial {trial.number} failed: {reason}")
             raise TrialFailed(reason)
 
+    def _resume_checkpoint(self, trial: optuna.Trial) -> str | None:
+        """A re-queued trial continues from the ``last.ckpt`` its cut-off predecessor left, if any.
+
+        The resumed fit ends with the weights of an uninterrupted one (the data module resumes
+        mid-epoch exactly); it logs from the resumed step on, in the new trial's folder.
+        """
+        for number in reversed(retry_history(self.storage.get_trial(trial._trial_id))):
+            earlier = self.study.get_trials(deepcopy=False)[number]
+            path = Path(earlier.user_attrs.get("checkpoint_dir", "")) / "last.ckpt"
+            if earlier.user_attrs.get("checkpoint_dir") and path.is_file():
+                return str(path)
+        return None
+
     # ------------------------------------------------------------------ processes
-    def _fit_command(self, params: dict[str, Any], number: int) -> list[str]:
+    def _fit_command(self, params: dict[str, Any], number: int, resume: str | None = None) -> list[str]:
         callback = {"class_path": "mobilenet_lab.tools.sweep.trial.SweepTrial",
                     "init_args": {"sweep": self.spec.name, "trial": number}}
         return [sys.executable, "-m", "mobilenet_lab", "fit", *trial_arguments(self.spec, params, self.extra),
                 f"--trainer.logger.init_args.name={self.spec.name}",
                 f"--trainer.logger.init_args.version={trial_name(number)}",
                 "--trainer.logger.init_args.default_hp_metric=false",  # SweepTrial writes the HParams summary
-                f"--trainer.callbacks+={cli_value(callback)}"]
+                f"--trainer.callbacks+={cli_value(callback)}", *([f"--ckpt_path={resume}"] if resume else [])]
 
     def _run(self, command: list[str], output: Path, device: str | None) -> int:
         import subprocess

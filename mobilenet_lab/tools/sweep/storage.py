@@ -43,10 +43,10 @@ SPEC_ATTR = "sweep"
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Queues a failed trial again with the same values (Optuna's retry callback, without its API notice)."""
+    """Queues a cut-off trial again with the same values and its reported metric so far (Optuna's retry callback)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        RetryHeartbeatStaleTrialCallback()(study, trial)
+        RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, trial)
 
 
 def retry_history(trial: optuna.trial.FrozenTrial) -> list[int]:
