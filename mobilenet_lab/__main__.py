@@ -1,7 +1,7 @@
 """``python -m mobilenet_lab <command>`` (or ``mobilenet-lab <command>``): one entry point for every command.
 
 Trainer commands (fit, validate, test, predict) go to the LightningCLI, tools (summary, benchmark,
-report, export) to tools/; :data:`COMMANDS` lists them all, and the top-level help reads it.
+report, sweep, export) to tools/; :data:`COMMANDS` lists them all, and the top-level help reads it.
 
 Errors the user can fix print one line (``error: ...``) and exit with status 2; ``--debug`` or
 ``MOBILENET_LAB_DEBUG=1`` shows the traceback instead.
@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("mobilenet_lab.tools.summary", "parameters and multiply-adds of each model and width"),
     "benchmark": ("mobilenet_lab.tools.benchmark", "latency and throughput of each model and width, table and chart"),
     "report": ("mobilenet_lab.tools.report", "results table of finished runs, read from their logs"),
+    "sweep": ("mobilenet_lab.tools.sweep", "grid or search over config values with Optuna; resumable, on many machines"),
     "export": ("mobilenet_lab.tools.export", "export a checkpoint to ONNX or ExecuTorch, optionally int8"),
 }
 TOOLS = {name: module for name, (module, _) in COMMANDS.items() if module != CLI}

@@ -28,6 +28,9 @@ __all__ = [
     "LastCheckpoint",
     "ResumeTrainLoader",
     "TestPanels",
+    "most_confused",
+    "worst_classes",
+    "read_confusion_csv",
     "PredictionWriter",
     "run_folder",
 ]
@@ -347,7 +350,16 @@ class GracefulStop(Callback):
 
 
 class TestPanels(Callback):
-    """After ``test``: a grid of sample predictions (green correct, red wrong) and the confusion matrix."""
+    """After ``test``: what the model gets wrong, readable at a glance.
+
+    In TensorBoard: a grid of sample predictions (green correct; red wrong, with the true class
+    under the image), the confusion matrix, and as text the most-confused class pairs and the
+    worst classes by name. The matrix is also written as ``confusion_matrix.csv`` into the run's
+    folder, where ``report`` reads it.
+    """
+
+    #: How many confused pairs and worst classes the text panels list.
+    top_k = 10
 
     def __init__(self, num_images: int = 64) -> None:
         self.num_images = num_images
@@ -380,6 +392,12 @@ class TestPanels(Callback):
                                                               torch.cat(self._preds), names), step)
         confusion = pl_module.test_confusion.compute().cpu()
         writer.add_figure("test/confusion_matrix", _confusion_figure(confusion), step)
+        pairs = most_confused(confusion, names, self.top_k)
+        writer.add_text("test/most_confused",
+                        confusion_markdown(pairs, ("true class", "predicted as", "images", "share of class")), step)
+        writer.add_text("test/worst_classes", confusion_markdown(
+            worst_classes(confusion, names, self.top_k), ("class", "accuracy", "images")), step)
+        write_confusion_csv(confusion, names, Path(run_folder(trainer)) / CONFUSION_CSV)
 
 
 def _tensorboard(trainer: L.Trainer) -> Any:
@@ -397,17 +415,77 @@ def _prediction_grid(images: torch.Tensor, targets: torch.Tensor, preds: torch.T
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def name(index: int) -> str:
+        return names[index] if index < len(names) else str(index)
+
     cols = 8
     rows = (len(images) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.8))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 2.0), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, target, pred in zip(axes.flat, images, targets.tolist(), preds.tolist()):
         ax.imshow(image.permute(1, 2, 0).numpy())
-        label = names[pred] if pred < len(names) else str(pred)
-        ax.set_title(label, fontsize=7, color="green" if pred == target else "red")
+        ax.set_title(name(pred), fontsize=7, color="green" if pred == target else "red")
+        if pred != target:  # a miss also says what the image was
+            ax.text(0.5, -0.04, f"true: {name(target)}", transform=ax.transAxes, ha="center", va="top",
+                    fontsize=6, color="black")
     fig.tight_layout()
     return fig
+
+
+#: File name of the test confusion matrix in a run's folder (rows: true class, columns: predicted).
+CONFUSION_CSV = "confusion_matrix.csv"
+
+
+def most_confused(confusion: torch.Tensor, names: list[str], k: int = 10) -> list[tuple[str, str, int, float]]:
+    """The ``k`` largest off-diagonal cells: (true class, predicted class, images, share of the true class)."""
+    def label(i: int) -> str:
+        return names[i] if i < len(names) else str(i)
+
+    off = confusion.long().clone()
+    off.fill_diagonal_(0)
+    totals = confusion.long().sum(1).tolist()
+    cells = [(int(off[t, p]), t, p) for t, p in off.nonzero().tolist()]
+    cells.sort(key=lambda c: (-c[0], c[1], c[2]))  # most images first; ties in class order
+    return [(label(t), label(p), n, n / max(totals[t], 1)) for n, t, p in cells[:k]]
+
+
+def worst_classes(confusion: torch.Tensor, names: list[str], k: int = 10) -> list[tuple[str, float, int]]:
+    """The ``k`` classes with the lowest accuracy (recall) among those with test images: (class, accuracy, images)."""
+    totals = confusion.sum(1)
+    seen = [i for i in range(confusion.shape[0]) if int(totals[i]) > 0]
+    accuracy = {i: float(confusion[i, i]) / int(totals[i]) for i in seen}
+    order = sorted(seen, key=lambda i: (accuracy[i], i))[:k]
+    return [(names[i] if i < len(names) else str(i), accuracy[i], int(totals[i])) for i in order]
+
+
+def confusion_markdown(rows: list[tuple], header: tuple[str, ...]) -> str:
+    """Rows of :func:`most_confused` or :func:`worst_classes` as a markdown table (shares as percentages)."""
+    def cell(value: Any) -> str:
+        return f"{100 * value:.1f}%" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) if rows else "(none)"
+
+
+def write_confusion_csv(confusion: torch.Tensor, names: list[str], path: Path) -> None:
+    """The matrix with class names: first column the true class, one column per predicted class."""
+    labels = [names[i] if i < len(names) else str(i) for i in range(confusion.shape[0])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *labels])
+        for label, row in zip(labels, confusion.long().tolist()):
+            writer.writerow([label, *row])
+
+
+def read_confusion_csv(path: Path) -> tuple[torch.Tensor, list[str]]:
+    """What :func:`write_confusion_csv` wrote: (matrix, class names)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    names = rows[0][1:]
+    return torch.tensor([[int(v) for v in row[1:]] for row in rows[1:]], dtype=torch.long), names
 
 
 def _confusion_figure(confusion: torch.Tensor) -> Any:

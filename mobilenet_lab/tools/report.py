@@ -11,10 +11,17 @@ checkpoint it tested (``ckpt_path`` in its config.yaml: ``checkpoints/<name>/ver
 an unmatched test run is listed as a row of its own.
 
 Writes ``<out>/report.md``, ``report.csv`` and ``report.png`` (accuracy vs latency with
-``--benchmark_csv`` from ``python -m mobilenet_lab benchmark``, else accuracy vs MACs).
+``--benchmark_csv`` from ``python -m mobilenet_lab benchmark``, else accuracy vs MACs). For each
+tested run the report also lists the 10 most-confused class pairs and the 10 worst classes (from
+the ``confusion_matrix.csv`` the test wrote).
+
+``--sweep NAME`` tabulates a sweep instead (``python -m mobilenet_lab sweep``): one row per trial
+with the swept values, read from the sweep's storage (``--storage``, default
+``sqlite:///sweeps/NAME.db``), written to ``sweeps/NAME/`` unless ``--out`` says otherwise.
 
 Example:
     python -m mobilenet_lab report --logdir lightning_logs --out benchmarks_out
+    python -m mobilenet_lab report --sweep quick_widths
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ import yaml
 from ..errors import UserError
 from .tables import markdown_table, output_dir, write_csv
 
-__all__ = ["main", "collect_runs", "report_rows", "find_runs", "read_scalars", "model_spec", "COLUMNS"]
+__all__ = ["main", "collect_runs", "report_rows", "find_runs", "read_scalars", "model_spec", "confusion_sections",
+           "COLUMNS"]
 
 #: Columns of report.csv and of the markdown table.
 COLUMNS = [
@@ -353,7 +361,31 @@ def markdown_report(rows: list[dict[str, Any]], logdir: Path) -> str:
         "- params/MACs: computed from each run's model config at its image size; wall time: first to last "
         "logged event; best_val_acc: max of val/acc; last_test_acc: the last test run of that fit's checkpoint "
         "(test_run)\n\n" + table + "\n"
+        + confusion_sections([(r["run"], logdir / r["test_run"]) for r in rows if r.get("test_run")])
     )
+
+
+def confusion_sections(tested: list[tuple[str, Path]], k: int = 10) -> str:
+    """For each (run, its test run's folder) with a ``confusion_matrix.csv``: most-confused pairs, worst classes."""
+    from ..callbacks import CONFUSION_CSV, confusion_markdown, most_confused, read_confusion_csv, worst_classes
+
+    parts = []
+    for run, test_dir in tested:
+        path = Path(test_dir) / CONFUSION_CSV
+        if not path.is_file():
+            continue
+        try:
+            confusion, names = read_confusion_csv(path)
+        except (OSError, ValueError, IndexError):
+            continue
+        parts.append(
+            f"\n## {run}: test errors ({path})\n\n{k} most-confused pairs:\n\n"
+            + confusion_markdown(most_confused(confusion, names, k), ("true class", "predicted as", "images",
+                                                                      "share of class"))
+            + f"\n\n{k} worst classes:\n\n"
+            + confusion_markdown(worst_classes(confusion, names, k), ("class", "accuracy", "images")) + "\n"
+        )
+    return "".join(parts)
 
 
 # ------------------------------------------------------------------------------------- CLI
@@ -362,7 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--logdir", type=Path, default=Path("lightning_logs"),
                    help="TensorBoard log folder of the runs (default: lightning_logs)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks_out"), help="output folder (default: benchmarks_out/)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: benchmarks_out/, for a sweep sweeps/<name>/)")
+    p.add_argument("--sweep", default=None, metavar="NAME",
+                   help="tabulate the trials of this sweep (`python -m mobilenet_lab sweep`) instead of --logdir")
+    p.add_argument("--storage", default=None,
+                   help="the sweep's storage URL (default: sqlite:///sweeps/<name>.db)")
     p.add_argument("--benchmark_csv", type=Path, default=None,
                    help="benchmark.csv of `python -m mobilenet_lab benchmark`: plot accuracy vs its latency")
     p.add_argument("--quiet", action="store_true", help="do not print the table")
@@ -371,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = build_parser().parse_args(argv)
+    if args.sweep is not None:
+        from .sweep import report_sweep
+
+        return report_sweep(args.sweep, args.storage, args.out, args.quiet)
+    args.out = args.out or Path("benchmarks_out")
     if not args.logdir.is_dir():
         raise UserError(f"--logdir {args.logdir}: no such directory (train with `python -m mobilenet_lab fit` first)")
     if args.benchmark_csv is not None and not args.benchmark_csv.is_file():
