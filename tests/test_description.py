@@ -120,3 +120,31 @@ def test_version_modules_take_their_defaults_from_the_description():
         assert {k: params[k] for k in options} == {k: getattr(defaults, k) for k in options}, cls
         assert defaults.stem == "cifar"
 
+
+
+def test_worked_example_registers_and_builds(tmp_path):
+    # docs/adding-a-model.md step 1, run as mobilenet_lab.models.mobilenet_v2_shallow in a fresh
+    # interpreter (the registry of this process stays as shipped).
+    doc = (ROOT / "docs" / "adding-a-model.md").read_text()
+    source = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "mobilenet_v2_shallow.py").write_text(source)
+    code = (
+        "import importlib.util, sys\n"
+        "import mobilenet_lab.models as models\n"
+        "spec = importlib.util.spec_from_file_location('mobilenet_lab.models.mobilenet_v2_shallow',\n"
+        f"    {str(tmp_path / 'mobilenet_v2_shallow.py')!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "import torch\n"
+        "m = models.create_model('mobilenet_v2_shallow', width_mult=0.5, stem='cifar', num_classes=100)\n"
+        "assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 100)\n"
+        "assert m.config['dropout'] == 0.0 and 'mobilenet_v2_shallow' in models.list_models()\n"
+        "try:\n"
+        "    models.create_model('mobilenet_v2_shallow', activation='relu')\n"
+        "    raise SystemExit('activation accepted')\n"
+        "except ValueError as err:\n"
+        "    assert 'unknown option(s) activation for mobilenet_v2_shallow' in str(err), err\n"
+    )
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
