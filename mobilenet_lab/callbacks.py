@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import csv
 import os
-import pickle
-import re
 import signal
 import tempfile
 import threading
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 
-from .errors import CheckpointError, TrainingInterrupted, UserError
+from .checkpoint import safe_load_checkpoint
+from .errors import TrainingInterrupted, UserError
 
 __all__ = [
     "GracefulStop",
@@ -34,48 +32,6 @@ __all__ = [
     "PredictionWriter",
     "run_folder",
 ]
-
-
-def safe_load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Loads a checkpoint with ``weights_only=True``: tensors and plain containers only, no code runs.
-
-    Raises:
-        CheckpointError: missing, truncated, not a checkpoint, or refused by the safe loader.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a .ckpt file "
-                              "(runs write them under checkpoints/<run name>/<version>/)")
-
-    def not_readable(why: str = "") -> CheckpointError:
-        return CheckpointError(f"{path} is not a readable checkpoint (truncated or not a PyTorch file{why}); "
-                               "use another checkpoint, e.g. last.ckpt of the run")
-
-    if not _looks_like_torch_file(path):
-        raise not_readable()
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        # The safe unpickler names the global it refused ("unsupported GLOBAL posix.system"); any
-        # other unpickling error means the bytes are not a (complete) pickle at all.
-        refused = re.search(r"GLOBAL ([\w.]+)", str(err))
-        if refused is None:
-            raise not_readable(": not a valid pickle") from None
-        raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain "
-                              f"containers, which could run code (it references {refused.group(1)})") from None
-    except Exception as err:  # noqa: BLE001 - RuntimeError, EOFError, KeyError...: all mean "not readable"
-        raise not_readable(f": {type(err).__name__}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is a PyTorch file but not a Lightning checkpoint (no state_dict)")
-    return checkpoint
-
-
-def _looks_like_torch_file(path: Path) -> bool:
-    """``torch.save`` writes a zip archive (PyTorch >= 1.6) or, in the legacy format, a pickle (PROTO opcode)."""
-    if zipfile.is_zipfile(path):
-        return True
-    with open(path, "rb") as f:
-        return f.read(1) == b"\x80"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

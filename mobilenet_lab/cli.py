@@ -28,8 +28,8 @@ from .callbacks import (
 )
 from .data import CIFAR100DataModule
 from .errors import UserError
-from .models import check_model_args, model_options
-from .modules import ARCHITECTURE_KEYS, ImageClassifier
+from .checkpoint import saved_description
+from .modules import ImageClassifier, architecture_diff, description_of
 
 __all__ = ["MobileNetCLI", "RunConfig", "cli_main"]
 
@@ -209,45 +209,71 @@ def _model_from_checkpoint(args: list[str]) -> list[str]:
         return args
     if any(a in ("-c",) or a.startswith("--model.") for a in args):
         return args
-    class_path = safe_load_checkpoint(ckpt_path).get("hyper_parameters", {}).get("_class_path")
+    checkpoint = safe_load_checkpoint(ckpt_path)
+    # Lightning's record of the class (it may be the generic ImageClassifier or a user subclass),
+    # else the version class of the checkpoint's model description.
+    class_path = checkpoint.get("hyper_parameters", {}).get("_class_path")
+    if class_path is None:
+        class_path = _version_class_path(checkpoint)
     if class_path is None:
         raise UserError(f"{ckpt_path} does not name its model class; pass --config with the run's config.yaml")
     return [args[0], f"--model={class_path}", *args[1:]]
 
 
+def _version_class_path(checkpoint: dict[str, Any]) -> str | None:
+    """``mobilenet_lab.modules.<Class>`` of the version the checkpoint's description names."""
+    from . import modules
+
+    try:
+        saved = saved_description(checkpoint)
+    except ValueError:
+        return None
+    for cls in (modules.MobileNetV1, modules.MobileNetV2, modules.MobileNetV3Small, modules.MobileNetV3Large):
+        if saved is not None and cls.model_name == saved.name:
+            return f"{cls.__module__}.{cls.__name__}"
+    return None
+
+
+def _import_model_class(model: Any) -> type | None:
+    if model is None or not getattr(model, "class_path", None):
+        return None
+    module_name, _, class_name = model.class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), class_name, None)
+    except ImportError:
+        return None
+
+
 def _check_same_architecture(model: Any, checkpoint: dict[str, Any], ckpt_path: str) -> None:
-    """The config's model must be the checkpoint's: LightningCLI would otherwise silently take the latter."""
-    hparams = checkpoint.get("hyper_parameters", {})
-    saved_class = hparams.get("_class_path")
-    if model is None or saved_class is None:
+    """The config's model must be the checkpoint's: LightningCLI would otherwise silently take the latter.
+
+    Compares the checkpoint's model description with the one the config builds.
+    """
+    cls = _import_model_class(model)
+    try:
+        saved = saved_description(checkpoint)
+        ours = description_of(cls, dict(model.get("init_args") or {})) if cls is not None else None
+    except ValueError:
+        return  # _check_model / the module reports a bad config; a bad checkpoint fails on load
+    if saved is None or ours is None:
         return
-    init = model.get("init_args") or {}
-    diffs = []
-    if model.class_path.rsplit(".", 1)[-1] != saved_class.rsplit(".", 1)[-1]:
-        diffs.append(f"model: checkpoint {saved_class.rsplit('.', 1)[-1]} vs config {model.class_path.rsplit('.', 1)[-1]}")
-    else:
-        for key in ARCHITECTURE_KEYS:
-            if key in hparams and key in init and hparams[key] != init[key]:
-                diffs.append(f"{key}: checkpoint {hparams[key]!r} vs config {init[key]!r}")
+    # num_classes is linked from the data module after this check: compare the rest.
+    diffs = [d for d in architecture_diff(saved, ours) if not d.startswith("num_classes:")
+             or (model.get("init_args") or {}).get("num_classes") is not None]
+    if saved.name != ours.name:
+        diffs = [f"model: checkpoint {saved.name} vs config {ours.name}"]
     if diffs:
         raise UserError(f"{ckpt_path} does not match the config ({'; '.join(diffs)}); use the config the "
                         "checkpoint was trained with, or leave out --config to take everything from the checkpoint")
 
 
 def _check_model(model: Any) -> None:
-    """Validates the network options with the registry's own checks, before anything is built."""
-    if model is None or not getattr(model, "class_path", None):
+    """Validates the network options with the model description's own checks, before anything is built."""
+    cls = _import_model_class(model)
+    if cls is None or not isinstance(getattr(cls, "model_name", None), str) or not cls.model_name:
         return
-    module_name, _, class_name = model.class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    name = getattr(cls, "model_name", None)
-    if not isinstance(name, str):
-        return
-    init = dict(model.get("init_args") or {})
-    allowed = model_options(name)
-    options = {k: v for k, v in init.items() if k in allowed and k != "num_classes"}
     try:
-        check_model_args(name, **options)
+        description_of(cls, {k: v for k, v in (model.get("init_args") or {}).items() if k != "num_classes"})
     except ValueError as err:
         raise UserError(f"model: {err}") from None
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .callbacks import safe_load_checkpoint
+from .checkpoint import safe_load_checkpoint, saved_description
 from .errors import CheckpointError
 from .models import create_model
 
@@ -22,7 +22,7 @@ class Classifier(nn.Module):
         class_names: Name of each output class.
         image_size: The side the network was trained at (feed images resized to it).
         mean, std: The per-channel normalisation applied inside.
-        config: ``create_model`` arguments of the network.
+        config: The network's ModelDescription as a plain dict (``create_model(**config)``).
     """
 
     def __init__(
@@ -48,11 +48,14 @@ class Classifier(nn.Module):
 def load_model(ckpt_path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Classifier:
     """Loads a ``fit`` checkpoint (safely: ``weights_only``) as an eval-mode :class:`Classifier`."""
     checkpoint = safe_load_checkpoint(ckpt_path, map_location=map_location)
-    meta = checkpoint.get("mobilenet_lab")
-    if not meta or "model_config" not in meta:
+    try:
+        description = saved_description(checkpoint)
+    except ValueError as err:
+        raise CheckpointError(f"{ckpt_path}: its model description is not valid ({err})") from None
+    if description is None:
         raise CheckpointError(f"{ckpt_path} was not written by mobilenet_lab's fit (no model description)")
-    config = dict(meta["model_config"])
-    model = create_model(config.pop("name"), **config)
+    meta = checkpoint["mobilenet_lab"]
+    model = create_model(description)
     state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     try:
         model.load_state_dict(state, strict=True)

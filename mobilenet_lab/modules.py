@@ -17,15 +17,55 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from .checkpoint import DESCRIPTION_KEY, saved_description
 from .errors import UserError
-from .models import create_model
+from .models import ModelDescription, create_model, describe
 from .schedules import ScheduleCallable, WarmupCosine
 
-__all__ = ["ImageClassifier", "MobileNetV1", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large"]
+__all__ = [
+    "ImageClassifier", "MobileNetV1", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
+    "cifar_defaults", "description_of", "architecture_diff",
+]
 
 Stem = Literal["imagenet", "cifar"]
-#: The model options that change the architecture (what a checkpoint must agree on with a config).
-ARCHITECTURE_KEYS = ("width_mult", "stem", "downsamples_removed", "activation")
+#: What a checkpoint must agree on with a config: every option but dropout (a training choice).
+ARCHITECTURE_KEYS = ("name", "num_classes", "width_mult", "stem", "downsamples_removed", "activation")
+
+
+#: CIFAR-100's class count: the modules' default (the CLI links the data module's value).
+CIFAR100_CLASSES = 100
+
+
+def cifar_defaults(name: str) -> ModelDescription:
+    """The version's defaults for CIFAR training: its description with the CIFAR stem, 100 classes."""
+    return describe(name, stem="cifar", num_classes=CIFAR100_CLASSES)
+
+
+def description_of(cls: type, init_args: dict[str, Any]) -> ModelDescription:
+    """The ModelDescription a module class builds from these ``init_args`` (validated; ValueError if not).
+
+    A version class (``model_name`` set) takes its options from ``init_args`` and the rest from
+    :func:`cifar_defaults`; the generic :class:`ImageClassifier` from ``model_name``/``model_options``.
+    """
+    name = getattr(cls, "model_name", None)
+    if isinstance(name, str) and name:
+        base = cifar_defaults(name)
+        options = {k: v for k, v in init_args.items() if k in base.options() and k != "num_classes"}
+    else:
+        name = init_args.get("model_name")
+        if not name:
+            raise ValueError("the model names no registered network (model_name)")
+        base = describe(name, num_classes=CIFAR100_CLASSES)
+        options = dict(init_args.get("model_options") or {})
+    if init_args.get("num_classes") is not None:
+        options["num_classes"] = init_args["num_classes"]
+    return base.replace(**options)
+
+
+def architecture_diff(saved: ModelDescription, ours: ModelDescription) -> list[str]:
+    """``"key: checkpoint a vs config b"`` for each architecture option that differs."""
+    a, b = saved.to_dict(), ours.to_dict()
+    return [f"{k}: checkpoint {a.get(k)!r} vs config {b.get(k)!r}" for k in ARCHITECTURE_KEYS if a.get(k) != b.get(k)]
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
@@ -41,7 +81,8 @@ class ImageClassifier(L.LightningModule):
 
     Args:
         model_name: Registered model name (``mobilenet_lab.models.list_models()``).
-        model_options: Arguments of ``create_model`` (width, stem, dropout, version options).
+        model_options: ModelDescription fields other than name and num_classes (width, stem, dropout,
+            version options); the rest take the version's defaults.
         num_classes: Output classes; the CLI links it from the data module.
         label_smoothing: Label smoothing of the cross-entropy loss.
         optimizer: Builds the optimizer from parameter groups (any ``torch.optim`` class).
@@ -64,7 +105,7 @@ class ImageClassifier(L.LightningModule):
         self,
         model_name: str,
         model_options: dict[str, Any] | None = None,
-        num_classes: int = 100,
+        num_classes: int = CIFAR100_CLASSES,
         label_smoothing: float = 0.0,
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: ScheduleCallable | None = _default_schedule,
@@ -246,8 +287,8 @@ class ImageClassifier(L.LightningModule):
         self.raise_if_nonfinite()  # never write weights trained through a non-finite loss
         # Everything load_model() needs to rebuild the plain network, without this class.
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        checkpoint["mobilenet_lab"] = {
-            "model_config": dict(self.model.config),
+        checkpoint[DESCRIPTION_KEY[0]] = {
+            DESCRIPTION_KEY[1]: self.model.description.to_dict(),
             "class_names": list(getattr(datamodule, "class_names", None) or self.class_names),
             "image_size": int(getattr(datamodule, "image_size", 32)),
             "mean": [float(v) for v in getattr(datamodule, "mean", ())],
@@ -261,14 +302,15 @@ class ImageClassifier(L.LightningModule):
             checkpoint["rng"]["cuda"] = self._gather_rng(torch.cuda.get_rng_state(self.device))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("mobilenet_lab", {}).get("model_config")
+        try:
+            saved = saved_description(checkpoint)
+        except ValueError as err:
+            raise UserError(f"the checkpoint's model description is not valid: {err}") from None
         if saved is None:
             return
-        ours = self.model.config
-        keys = ("name", "num_classes", *ARCHITECTURE_KEYS)
-        diff = {k: (saved.get(k), ours.get(k)) for k in keys if saved.get(k) != ours.get(k)}
+        diff = architecture_diff(saved, self.model.description)
         if diff:
-            pretty = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
+            pretty = ", ".join(diff)
             raise UserError(f"the checkpoint's architecture does not match the config ({pretty}); "
                             "use the config the checkpoint was trained with")
         self.best_val_acc = checkpoint["mobilenet_lab"].get("best_val_acc", 0.0)
@@ -305,8 +347,14 @@ def _rank_state(states: Any, rank_and_world: tuple[int, int]) -> torch.Tensor | 
     return None  # another world size: no exact resume possible, keep the fresh state
 
 
+_V1 = cifar_defaults("mobilenet_v1")
+_V2 = cifar_defaults("mobilenet_v2")
+
+
 class MobileNetV1(ImageClassifier):
     """MobileNetV1 (Howard et al., 2017) on CIFAR-100.
+
+    Defaults are the ModelDescription's (``mobilenet_lab.models.describe``), with the CIFAR stem.
 
     Args:
         width_mult: Width multiplier alpha (0.25, 0.5, 0.75, 1.0, ...).
@@ -320,11 +368,11 @@ class MobileNetV1(ImageClassifier):
 
     def __init__(
         self,
-        width_mult: float = 1.0,
-        stem: Stem = "cifar",
-        downsamples_removed: int | None = None,
-        dropout: float = 0.0,
-        activation: Literal["relu", "relu6"] = "relu",
+        width_mult: float = _V1.width_mult,
+        stem: Stem = _V1.stem,
+        downsamples_removed: int | None = _V1.downsamples_removed,
+        dropout: float = _V1.dropout,
+        activation: Literal["relu", "relu6"] = _V1.activation,
         **kwargs: Any,
     ) -> None:
         options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed,
@@ -334,6 +382,9 @@ class MobileNetV1(ImageClassifier):
 
 class _InvertedResidualNetwork(ImageClassifier):
     """The options V2, V3-Large and V3-Small share (set ``model_name`` in the subclass).
+
+    Defaults are the ModelDescription's, with the CIFAR stem (the three versions share them; a test
+    checks each version's own description against this signature).
 
     Args:
         width_mult: Width multiplier (0.25 ... 1.4); the last/head layer is not reduced (see the model).
@@ -346,16 +397,14 @@ class _InvertedResidualNetwork(ImageClassifier):
 
     def __init__(
         self,
-        width_mult: float = 1.0,
-        stem: Stem = "cifar",
-        downsamples_removed: int | None = None,
-        dropout: float = 0.2,
+        width_mult: float = _V2.width_mult,
+        stem: Stem = _V2.stem,
+        downsamples_removed: int | None = _V2.downsamples_removed,
+        dropout: float = _V2.dropout,
         **kwargs: Any,
     ) -> None:
         options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed, dropout=dropout)
         super().__init__(self.model_name, options, **kwargs)
-
-
 class MobileNetV2(_InvertedResidualNetwork):
     """MobileNetV2 (Sandler et al., 2018) on CIFAR-100; the 1280 last conv is never reduced."""
 

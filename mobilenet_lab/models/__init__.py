@@ -1,6 +1,15 @@
-"""Pure PyTorch MobileNets (no Lightning): V1, V2, V3-Small, V3-Large at any width multiplier."""
+"""Pure PyTorch MobileNets (no Lightning): V1, V2, V3-Small, V3-Large at any width multiplier.
 
+A network is described by one :class:`ModelDescription` (``description.py``); each version's
+file holds its paper's table as data and registers its builder and defaults with
+``@register_model`` (``registry.py``, which imports no model file). Importing this package
+imports the version files, which fills the registry.
+"""
+
+# The version files register themselves on import (as torchvision's models/__init__.py does).
+from . import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401  (registration)
 from .base import STEMS, MobileNet
+from .description import ModelDescription, describe
 from .layers import make_divisible
 from .profile import count_macs, count_params
 from .registry import check_model_args, create_model, list_models, model_options, register_model
@@ -8,12 +17,14 @@ from .torchvision import convert_torchvision_state_dict
 
 __all__ = [
     "MobileNet",
+    "ModelDescription",
     "check_model_args",
     "STEMS",
     "convert_torchvision_state_dict",
     "count_macs",
     "count_params",
     "create_model",
+    "describe",
     "list_models",
     "make_divisible",
     "model_options",

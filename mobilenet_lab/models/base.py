@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .layers import StrideBudget
+
+if TYPE_CHECKING:
+    from .description import ModelDescription
 
 __all__ = ["MobileNet", "STEMS", "stride_budget"]
 
@@ -17,22 +20,22 @@ STEMS = {"imagenet": 0, "cifar": 2}
 NUM_DOWNSAMPLINGS = 5
 
 
-def stride_budget(stem: str, downsamples_removed: int | None) -> StrideBudget:
-    """How many of the first stride-2 layers run at stride 1: the stem's default unless given."""
-    if stem not in STEMS:
-        raise ValueError(f"unknown stem {stem!r}; valid stems: {', '.join(STEMS)}")
-    removed = STEMS[stem] if downsamples_removed is None else downsamples_removed
-    if not 0 <= removed <= NUM_DOWNSAMPLINGS:
-        raise ValueError(f"downsamples_removed must be in 0..{NUM_DOWNSAMPLINGS}, got {removed}")
-    return StrideBudget(removed)
+def stride_budget(description: ModelDescription) -> StrideBudget:
+    """How many of the first stride-2 layers run at stride 1: the stem's default unless given.
+
+    The description is already validated (``ModelDescription.validate``).
+    """
+    removed = description.downsamples_removed
+    return StrideBudget(STEMS[description.stem] if removed is None else removed)
 
 
 class MobileNet(nn.Module):
     """A stem, a sequence of blocks, an optional last 1x1 conv, global pooling and a classifier.
 
     ``forward(x) == forward_head(forward_features(x))``; ``forward_features`` returns the final
-    N x C x H x W map before pooling. ``config`` holds the builder arguments that recreate the
-    architecture (``create_model(**model.config)``).
+    N x C x H x W map before pooling. ``description`` (set by ``create_model``) is the
+    :class:`~mobilenet_lab.models.ModelDescription` that recreates the architecture; ``config`` is
+    its plain dict (``create_model(**model.config)``).
     """
 
     def __init__(
@@ -49,7 +52,12 @@ class MobileNet(nn.Module):
         self.final_conv = final_conv if final_conv is not None else nn.Identity()
         self.classifier = classifier
         self.num_features = num_features
-        self.config: dict[str, Any] = {}
+        self.description: ModelDescription | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The description as a plain dict (empty when not built by ``create_model``)."""
+        return self.description.to_dict() if self.description is not None else {}
 
     @property
     def num_classes(self) -> int:
@@ -72,4 +80,5 @@ class MobileNet(nn.Module):
         nn.init.normal_(fc.weight, 0, 0.01)
         nn.init.zeros_(fc.bias)
         self.classifier[-1] = fc
-        self.config["num_classes"] = num_classes
+        if self.description is not None:
+            self.description = self.description.replace(num_classes=num_classes)

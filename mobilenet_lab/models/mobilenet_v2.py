@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import MobileNet, stride_budget
+from .description import ModelDescription
 from .layers import ConvNormAct, InvertedResidual, init_weights, make_divisible
 from .registry import register_model
 
@@ -26,38 +27,26 @@ STAGES: list[tuple[int, int, int, int]] = [
 LAST_CHANNELS = 1280
 
 
-@register_model
-def mobilenet_v2(
-    *,
-    num_classes: int = 1000,
-    width_mult: float = 1.0,
-    stem: str = "imagenet",
-    downsamples_removed: int | None = None,
-    dropout: float = 0.2,
-) -> MobileNet:
+@register_model(ModelDescription("mobilenet_v2", dropout=0.2))  # dropout 0.2 as torchvision
+def mobilenet_v2(d: ModelDescription) -> MobileNet:
     """MobileNetV2 with ReLU6 inverted residuals and linear bottlenecks.
 
-    Args:
-        num_classes: Output classes.
-        width_mult: Width multiplier; the last 1x1 conv (1280) is not reduced below 1.0 (section 5.1).
-        stem: ``"imagenet"`` (the paper) or ``"cifar"`` (first two stride-2 layers at stride 1).
-        downsamples_removed: Overrides the stem's number of early stride-2 layers run at stride 1.
-        dropout: Dropout before the classifier (0.2 as torchvision).
+    The last 1x1 conv (1280) is not reduced below width 1.0 (section 5.1).
     """
-    strides = stride_budget(stem, downsamples_removed)
-    channels = make_divisible(STEM_CHANNELS * width_mult)
+    strides = stride_budget(d)
+    channels = make_divisible(STEM_CHANNELS * d.width_mult)
     stem_layer = ConvNormAct(3, channels, 3, strides(2), activation=nn.ReLU6)
     blocks = []
     for t, c, n, s in STAGES:
-        out = make_divisible(c * width_mult)
+        out = make_divisible(c * d.width_mult)
         for i in range(n):
             stride = strides(s) if i == 0 else 1
             hidden = int(round(channels * t))
             blocks.append(InvertedResidual(channels, hidden, out, 3, stride, activation=nn.ReLU6))
             channels = out
-    last = make_divisible(LAST_CHANNELS * max(1.0, width_mult))
+    last = make_divisible(LAST_CHANNELS * max(1.0, d.width_mult))
     final_conv = ConvNormAct(channels, last, 1, activation=nn.ReLU6)
-    classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
+    classifier = nn.Sequential(nn.Dropout(d.dropout), nn.Linear(last, d.num_classes))
     model = MobileNet(stem_layer, nn.Sequential(*blocks), final_conv, classifier, last)
     init_weights(model)
     return model

@@ -7,6 +7,7 @@ from typing import NamedTuple
 from torch import nn
 
 from .base import MobileNet, stride_budget
+from .description import ModelDescription
 from .layers import ConvNormAct, InvertedResidual, batch_norm, init_weights, make_divisible
 from .registry import register_model
 
@@ -66,27 +67,18 @@ HEAD_CHANNELS = {"large": 1280, "small": 1024}
 ACTIVATIONS = {RE: nn.ReLU, HS: nn.Hardswish}
 
 
-def _mobilenet_v3(
-    variant: str,
-    rows: list[Bneck],
-    *,
-    num_classes: int,
-    width_mult: float,
-    stem: str,
-    downsamples_removed: int | None,
-    dropout: float,
-) -> MobileNet:
-    strides = stride_budget(stem, downsamples_removed)
+def _mobilenet_v3(variant: str, rows: list[Bneck], d: ModelDescription) -> MobileNet:
+    strides = stride_budget(d)
     # Paper section 6.1: decay 0.99 (PyTorch momentum 0.01), epsilon 1e-3.
     norm = batch_norm(eps=1e-3, momentum=0.01)
-    channels = make_divisible(STEM_CHANNELS * width_mult)
+    channels = make_divisible(STEM_CHANNELS * d.width_mult)
     stem_layer = ConvNormAct(3, channels, 3, strides(2), norm=norm, activation=nn.Hardswish)
     blocks = []
     # The table's input width of each row, to turn "exp size" into the official code's expansion
     # ratio (e.g. 184/80 = 2.3), applied to the already-rounded input width.
     table_in = STEM_CHANNELS
     for row in rows:
-        out = make_divisible(row.out * width_mult)
+        out = make_divisible(row.out * d.width_mult)
         expanded = make_divisible(channels * row.expanded / table_in)
         squeeze = make_divisible(expanded // 4) if row.se else None
         blocks.append(
@@ -102,63 +94,28 @@ def _mobilenet_v3(
             )
         )
         channels, table_in = out, row.out
-    final = make_divisible(FINAL_CHANNELS[variant] * width_mult)
+    final = make_divisible(FINAL_CHANNELS[variant] * d.width_mult)
     final_conv = ConvNormAct(channels, final, 1, norm=norm, activation=nn.Hardswish)
     head = HEAD_CHANNELS[variant]  # not scaled by width (official code, timm)
     classifier = nn.Sequential(
         nn.Linear(final, head),  # the table's "conv2d 1x1, NBN" on the pooled 1x1 map
         nn.Hardswish(inplace=True),
-        nn.Dropout(dropout),
-        nn.Linear(head, num_classes),
+        nn.Dropout(d.dropout),
+        nn.Linear(head, d.num_classes),
     )
     model = MobileNet(stem_layer, nn.Sequential(*blocks), final_conv, classifier, final)
     init_weights(model)
     return model
 
 
-@register_model
-def mobilenet_v3_large(
-    *,
-    num_classes: int = 1000,
-    width_mult: float = 1.0,
-    stem: str = "imagenet",
-    downsamples_removed: int | None = None,
-    dropout: float = 0.2,
-) -> MobileNet:
-    """MobileNetV3-Large (Table 1).
-
-    Args:
-        num_classes: Output classes.
-        width_mult: Width multiplier; the 1280-wide head layer is not scaled.
-        stem: ``"imagenet"`` (the paper) or ``"cifar"`` (first two stride-2 layers at stride 1).
-        downsamples_removed: Overrides the stem's number of early stride-2 layers run at stride 1.
-        dropout: Dropout before the classifier (0.2 as the paper and torchvision).
-    """
-    return _mobilenet_v3(
-        "large", LARGE, num_classes=num_classes, width_mult=width_mult, stem=stem,
-        downsamples_removed=downsamples_removed, dropout=dropout,
-    )
+# Dropout 0.2 as the paper and torchvision; the head layer (1280 / 1024) is not scaled by width.
+@register_model(ModelDescription("mobilenet_v3_large", dropout=0.2))
+def mobilenet_v3_large(d: ModelDescription) -> MobileNet:
+    """MobileNetV3-Large (Table 1)."""
+    return _mobilenet_v3("large", LARGE, d)
 
 
-@register_model
-def mobilenet_v3_small(
-    *,
-    num_classes: int = 1000,
-    width_mult: float = 1.0,
-    stem: str = "imagenet",
-    downsamples_removed: int | None = None,
-    dropout: float = 0.2,
-) -> MobileNet:
-    """MobileNetV3-Small (Table 2).
-
-    Args:
-        num_classes: Output classes.
-        width_mult: Width multiplier; the 1024-wide head layer is not scaled.
-        stem: ``"imagenet"`` (the paper) or ``"cifar"`` (first two stride-2 layers at stride 1).
-        downsamples_removed: Overrides the stem's number of early stride-2 layers run at stride 1.
-        dropout: Dropout before the classifier (0.2 as the paper and torchvision).
-    """
-    return _mobilenet_v3(
-        "small", SMALL, num_classes=num_classes, width_mult=width_mult, stem=stem,
-        downsamples_removed=downsamples_removed, dropout=dropout,
-    )
+@register_model(ModelDescription("mobilenet_v3_small", dropout=0.2))
+def mobilenet_v3_small(d: ModelDescription) -> MobileNet:
+    """MobileNetV3-Small (Table 2)."""
+    return _mobilenet_v3("small", SMALL, d)

@@ -1,120 +1,93 @@
-"""Model registry: ``list_models`` and ``create_model`` with validated, user-facing errors."""
+"""Model registry: ``list_models`` and ``create_model`` with validated, user-facing errors.
+
+Imports no model file: each version module registers its builder and its defaults with
+``@register_model(ModelDescription(...))``, and ``models/__init__.py`` imports the version modules
+(as torchvision's ``_api.py`` and timm's ``_registry.py``).
+"""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-__all__ = ["register_model", "list_models", "create_model", "check_model_args", "model_options"]
+from .description import ModelDescription, add_version, describe, version_names
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+__all__ = ["register_model", "list_models", "create_model", "check_model_args", "model_options", "WEIGHTS"]
+
+Builder = Callable[[ModelDescription], nn.Module]
+_BUILDERS: dict[str, Builder] = {}
 WEIGHTS = (None, "torchvision")
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Registers a keyword-only builder under its function name; duplicate names are refused."""
-    name = fn.__name__
-    if name in _MODELS:
-        raise ValueError(f"a model named {name!r} is already registered")
-    _MODELS[name] = fn
-    return fn
+def register_model(
+    defaults: ModelDescription, choices: dict[str, tuple[Any, ...]] | None = None
+) -> Callable[[Builder], Builder]:
+    """Registers a builder (``ModelDescription -> nn.Module``) under ``defaults.name``.
+
+    Args:
+        defaults: The version's default description (its name included).
+        choices: Valid values of the options only this version has (e.g. V1's ``activation``).
+    """
+
+    def register(builder: Builder) -> Builder:
+        add_version(defaults, choices)  # refuses a duplicate name
+        _BUILDERS[defaults.name] = builder
+        return builder
+
+    return register
 
 
 def list_models() -> list[str]:
     """Names of the registered models, sorted."""
-    _load_builtin_models()
-    return sorted(_MODELS)
+    return version_names()
 
 
 def model_options(name: str) -> dict[str, Any]:
-    """The builder's keyword arguments and their defaults."""
-    builder = _builder(name)
-    return {p.name: p.default for p in inspect.signature(builder).parameters.values()}
-
-
-def _builder(name: str) -> Callable[..., nn.Module]:
-    _load_builtin_models()
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(_MODELS))}")
-    return _MODELS[name]
+    """The version's options and their defaults (``name`` aside)."""
+    return {k: v for k, v in describe(name).to_dict().items() if k != "name"}
 
 
 def create_model(
-    name: str,
+    name: str | ModelDescription,
     *,
-    num_classes: int = 1000,
-    width_mult: float = 1.0,
-    stem: str = "imagenet",
-    dropout: float | None = None,
     weights: str | None = None,
-    **version_options: Any,
+    **options: Any,
 ) -> nn.Module:
     """Builds a registered MobileNet.
 
     Args:
-        name: One of :func:`list_models`.
-        num_classes: Output classes.
-        width_mult: Width multiplier (> 0).
-        stem: ``"imagenet"`` or ``"cifar"``.
-        dropout: Dropout before the classifier; ``None`` keeps the version's default.
+        name: One of :func:`list_models`, or a whole :class:`ModelDescription`.
         weights: ``None`` (random init) or ``"torchvision"`` (ImageNet weights fetched through
             torchvision's weights API and converted; the classifier is re-initialised when
             ``num_classes != 1000``).
-        **version_options: Options of that version (e.g. ``activation`` for V1,
-            ``downsamples_removed`` for all).
+        **options: Fields of :class:`ModelDescription` (``num_classes``, ``width_mult``, ``stem``,
+            ``downsamples_removed``, ``dropout``, V1's ``activation``); the rest take the version's
+            defaults. ``dropout=None`` keeps the version's default.
     """
-    check_model_args(name, num_classes=num_classes, width_mult=width_mult, dropout=dropout, weights=weights,
-                     **version_options)
-    kwargs: dict[str, Any] = dict(num_classes=num_classes, width_mult=width_mult, stem=stem, **version_options)
-    if dropout is not None:
-        kwargs["dropout"] = dropout
-    model = _builder(name)(**kwargs)
-    model.config = {"name": name, **kwargs}
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; valid: None, 'torchvision'")
+    description = _description(name, options)
+    model = _BUILDERS[description.name](description)
+    model.description = description
     if weights == "torchvision":
         from .torchvision import load_torchvision_weights
 
-        load_torchvision_weights(model, name)
+        load_torchvision_weights(model, description.name)
     return model
 
 
-def check_model_args(
-    name: str,
-    *,
-    num_classes: int = 1000,
-    width_mult: float = 1.0,
-    dropout: float | None = None,
-    weights: str | None = None,
-    **version_options: Any,
-) -> None:
+def check_model_args(name: str | ModelDescription, *, weights: str | None = None, **options: Any) -> None:
     """Raises ``ValueError`` naming the problem and the valid values, without building anything."""
-    builder = _builder(name)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if not width_mult > 0:
-        raise ValueError(f"width_mult must be > 0 (e.g. 0.25, 0.5, 0.75, 1.0, 1.4), got {width_mult!r}")
-    if dropout is not None and not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     if weights not in WEIGHTS:
         raise ValueError(f"unknown weights {weights!r}; valid: None, 'torchvision'")
-    allowed = set(inspect.signature(builder).parameters)
-    unknown = set(version_options) - allowed
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(sorted(unknown))} for {name}; valid: {', '.join(sorted(allowed))}"
-        )
-    from .base import STEMS, NUM_DOWNSAMPLINGS
-
-    stem = version_options.get("stem", "imagenet")
-    if stem not in STEMS:
-        raise ValueError(f"unknown stem {stem!r}; valid stems: {', '.join(STEMS)}")
-    removed = version_options.get("downsamples_removed")
-    if removed is not None and not 0 <= removed <= NUM_DOWNSAMPLINGS:
-        raise ValueError(f"downsamples_removed must be in 0..{NUM_DOWNSAMPLINGS}, got {removed}")
+    _description(name, options)
 
 
-def _load_builtin_models() -> None:
-    # Importing the version modules runs their @register_model decorators.
-    from . import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401
+def _description(name: str | ModelDescription, options: dict[str, Any]) -> ModelDescription:
+    if options.get("dropout", 0.0) is None:
+        options = {k: v for k, v in options.items() if k != "dropout"}
+    if isinstance(name, ModelDescription):
+        return name.replace(**options) if options else name.validate()
+    return describe(name, **options)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,10 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from ..models import ModelDescription
 from .tables import markdown_table, output_dir, write_csv
 
-__all__ = ["main", "collect_runs", "report_rows", "find_runs", "read_scalars", "model_spec", "confusion_sections",
+__all__ = ["main", "collect_runs", "report_rows", "find_runs", "read_scalars", "run_description", "confusion_sections",
            "COLUMNS"]
 
 #: Columns of report.csv and of the markdown table.
@@ -46,14 +46,6 @@ COLUMNS = [
     "run", "model", "width", "stem", "image_size", "params", "MACs", "epochs", "wall_time_s",
     "accelerator", "best_val_acc", "last_test_acc", "test_run",
 ]
-#: LightningModule classes of mobilenet_lab.modules and the registered model each builds.
-MODULE_MODELS = {
-    "MobileNetV1": "mobilenet_v1",
-    "MobileNetV2": "mobilenet_v2",
-    "MobileNetV3Small": "mobilenet_v3_small",
-    "MobileNetV3Large": "mobilenet_v3_large",
-}
-ARCH_KEYS = ("width_mult", "stem", "downsamples_removed", "activation")
 
 
 # --------------------------------------------------------------------------------- reading
@@ -115,39 +107,28 @@ def find_runs(logdir: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------ model spec
-def model_spec(config: dict[str, Any], hparams: dict[str, Any]) -> tuple[str | None, dict[str, Any], int]:
-    """(registered model name, create_model options, num_classes) of a run.
+def run_description(config: dict[str, Any], hparams: dict[str, Any]) -> ModelDescription | None:
+    """The ModelDescription of a run's network (None if its model cannot be described).
 
     From config.yaml's ``model: {class_path, init_args}`` (the LightningCLI), else hparams.yaml
-    (``_class_path`` or ``model_name``); options missing from both take the class's defaults.
+    (``_class_path``, or the generic ``ImageClassifier``'s ``model_name``); the module class turns
+    them into a description (``modules.description_of``), options missing from both take its defaults.
     """
+    from ..modules import ImageClassifier, description_of
+
     model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
     class_path = model_cfg.get("class_path") or hparams.get("_class_path") or ""
-    init_args = dict(model_cfg.get("init_args") or {})
-    merged: dict[str, Any] = {}
-    cls = _import_class(class_path)
-    if cls is not None:
-        for p in inspect.signature(cls.__init__).parameters.values():
-            if p.default is not inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD:
-                merged[p.name] = p.default
-    merged.update({k: v for k, v in hparams.items() if not k.startswith("_")})
-    merged.update(init_args)
-    short = class_path.rsplit(".", 1)[-1]
-    name = MODULE_MODELS.get(short) or merged.get("model_name")
-    if name is None and short:  # a subclass of one of ours, or an unknown class: try its MRO
-        for base in getattr(cls, "__mro__", ()):
-            if base.__name__ in MODULE_MODELS:
-                name = MODULE_MODELS[base.__name__]
-                break
-    options = dict(merged.get("model_options") or {}) if short not in MODULE_MODELS else {}
-    for key in ARCH_KEYS:
-        if key in merged and key not in options:
-            options[key] = merged[key]
-    num_classes = merged.get("num_classes")
-    data_args = _data_args(config)
-    if num_classes is None:
-        num_classes = data_args.get("num_classes", 100)
-    return name, options, int(num_classes)
+    args = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    args.update(model_cfg.get("init_args") or {})
+    if args.get("num_classes") is None:
+        args["num_classes"] = _data_args(config).get("num_classes", 100)
+    cls = _import_class(class_path) or (ImageClassifier if args.get("model_name") else None)
+    if cls is None:
+        return None
+    try:
+        return description_of(cls, args)
+    except (ValueError, TypeError):
+        return None
 
 
 def _data_args(config: dict[str, Any]) -> dict[str, Any]:
@@ -173,16 +154,16 @@ def _import_class(class_path: str) -> Any:
 _COUNT_CACHE: dict[tuple, tuple[int | None, int | None]] = {}
 
 
-def params_and_macs(name: str | None, options: dict[str, Any], num_classes: int, image_size: int) -> tuple:
+def params_and_macs(description: ModelDescription | None, image_size: int) -> tuple:
     """(parameters, MACs) of the architecture at ``image_size``; (None, None) if it cannot be built."""
     from ..models import count_macs, count_params, create_model
 
-    if name is None:
+    if description is None:
         return None, None
-    key = (name, tuple(sorted((k, str(v)) for k, v in options.items())), num_classes, image_size)
+    key = (description.replace(dropout=0.0), image_size)  # dropout changes no count
     if key not in _COUNT_CACHE:
         try:
-            model = create_model(name, num_classes=num_classes, **{k: v for k, v in options.items() if k != "dropout"})
+            model = create_model(key[0])
             _COUNT_CACHE[key] = (count_params(model), count_macs(model, image_size))
         except (ValueError, TypeError, RuntimeError):
             _COUNT_CACHE[key] = (None, None)
@@ -217,7 +198,7 @@ def collect_runs(logdir: Path) -> list[dict[str, Any]]:
         config = read_yaml(run_dir / "config.yaml")
         hparams = read_yaml(run_dir / "hparams.yaml")
         scalars = read_scalars(run_dir)
-        name, options, num_classes = model_spec(config, hparams)
+        description = run_description(config, hparams)
         data_args = _data_args(config)
         image_size = int(data_args.get("image_size") or hparams.get("image_size") or 32)
         walls = [w for events in scalars.values() for w, _, _ in events]
@@ -232,9 +213,7 @@ def collect_runs(logdir: Path) -> list[dict[str, Any]]:
             "dir": run_dir,
             "key": (run_dir.parent.name, run_dir.name),
             "run": f"{run_dir.parent.name}/{run_dir.name}",
-            "model": name,
-            "options": options,
-            "num_classes": num_classes,
+            "description": description,
             "image_size": image_size,
             "epochs": epochs if not is_test else None,
             "wall_time_s": (max(walls) - min(walls)) if walls else None,
@@ -263,13 +242,13 @@ def report_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in list(fits.values()) + unmatched:
         tests = sorted(tests_of.get(r["key"], []), key=lambda t: (t["last_wall"], _version_key(t["dir"])))
         last_test = tests[-1] if tests else None
-        params, macs = params_and_macs(r["model"], r["options"], r["num_classes"], r["image_size"])
-        width = r["options"].get("width_mult")
+        description = r["description"]
+        params, macs = params_and_macs(description, r["image_size"])
         rows.append({
             "run": r["run"] + (" (test only)" if r["is_test"] else ""),
-            "model": r["model"],
-            "width": float(width) if width is not None else None,
-            "stem": r["options"].get("stem"),
+            "model": description.name if description else None,
+            "width": float(description.width_mult) if description else None,
+            "stem": description.stem if description else None,
             "image_size": r["image_size"],
             "params": params,
             "MACs": macs,
