@@ -1,4 +1,4 @@
-"""Pure PyTorch MobileNets (no Lightning): V1, V2, V3-Small, V3-Large at any width multiplier.
+"""Pure PyTorch MobileNets (no Lightning): V1, V2, V3-Small/Large, V4 conv-S/M/L at any width multiplier.
 
 A network is described by one :class:`ModelDescription` (``description.py``); each version's
 file holds its paper's table as data and registers its builder and defaults with
@@ -7,12 +7,13 @@ imports the version files, which fills the registry.
 """
 
 # The version files register themselves on import (as torchvision's models/__init__.py does).
-from . import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401  (registration)
+from . import mobilenet_v1, mobilenet_v2, mobilenet_v3, mobilenet_v4  # noqa: F401  (registration)
 from .base import STEMS, MobileNet
 from .description import ModelDescription, describe
 from .layers import make_divisible
 from .profile import count_macs, count_params
 from .registry import check_model_args, create_model, list_models, model_options, register_model
+from .timm import convert_timm_state_dict
 from .torchvision import convert_torchvision_state_dict
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ModelDescription",
     "check_model_args",
     "STEMS",
+    "convert_timm_state_dict",
     "convert_torchvision_state_dict",
     "count_macs",
     "count_params",

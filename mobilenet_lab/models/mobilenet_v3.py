@@ -8,7 +8,7 @@ from torch import nn
 
 from .base import MobileNet, stride_budget
 from .description import ModelDescription
-from .layers import ConvNormAct, InvertedResidual, batch_norm, init_weights, make_divisible
+from .layers import ConvNormAct, InvertedResidual, PooledHead, batch_norm, init_weights, make_divisible
 from .registry import register_model
 
 __all__ = ["mobilenet_v3_large", "mobilenet_v3_small"]
@@ -97,12 +97,8 @@ def _mobilenet_v3(variant: str, rows: list[Bneck], d: ModelDescription) -> Mobil
     final = make_divisible(FINAL_CHANNELS[variant] * d.width_mult)
     final_conv = ConvNormAct(channels, final, 1, norm=norm, activation=nn.Hardswish)
     head = HEAD_CHANNELS[variant]  # not scaled by width (official code, timm)
-    classifier = nn.Sequential(
-        nn.Linear(final, head),  # the table's "conv2d 1x1, NBN" on the pooled 1x1 map
-        nn.Hardswish(inplace=True),
-        nn.Dropout(d.dropout),
-        nn.Linear(head, d.num_classes),
-    )
+    # The table's "conv2d 1x1, NBN" on the pooled 1x1 map, hard-swish, dropout, classifier.
+    classifier = PooledHead(final, head, d.num_classes, d.dropout, nn.Hardswish)
     model = MobileNet(stem_layer, nn.Sequential(*blocks), final_conv, classifier, final)
     init_weights(model)
     return model
