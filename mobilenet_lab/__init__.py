@@ -1,5 +1,6 @@
 """mobilenet_lab: train, evaluate, benchmark and export the MobileNet family on CIFAR-100."""
 
+import importlib
 from typing import Any
 
 __all__ = ["load_model", "create_model", "list_models"]
@@ -16,8 +17,11 @@ def __getattr__(name: str) -> Any:
         from . import models
 
         return getattr(models, name)
-    if name in ("MobileNetV1", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "ImageClassifier"):
-        from . import modules
-
-        return getattr(modules, name)
+    # The LightningModules, every class in modules.__all__ (configs say mobilenet_lab.MobileNetV2).
+    # Capitalised names only: ``from mobilenet_lab import models`` asks here for the submodule
+    # first, which must not import Lightning.
+    if name[:1].isupper():
+        modules = importlib.import_module(f"{__name__}.modules")
+        if name in modules.__all__:
+            return getattr(modules, name)
     raise AttributeError(f"module 'mobilenet_lab' has no attribute {name!r}")

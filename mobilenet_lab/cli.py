@@ -228,10 +228,8 @@ def _version_class_path(checkpoint: dict[str, Any]) -> str | None:
         saved = saved_description(checkpoint)
     except ValueError:
         return None
-    for cls in (modules.MobileNetV1, modules.MobileNetV2, modules.MobileNetV3Small, modules.MobileNetV3Large):
-        if saved is not None and cls.model_name == saved.name:
-            return f"{cls.__module__}.{cls.__name__}"
-    return None
+    cls = modules.VERSION_MODULES.get(saved.name) if saved is not None else None
+    return f"{cls.__module__}.{cls.__name__}" if cls is not None else None
 
 
 def _import_model_class(model: Any) -> type | None:

@@ -2,7 +2,7 @@
 
 ``ImageClassifier`` owns loss, metrics and optimisation; the network itself is the plain
 ``nn.Module`` from :mod:`mobilenet_lab.models` (``self.model``), which is all that export needs.
-The version classes (``MobileNetV1`` ... ``MobileNetV3Large``) only expose that version's own
+The version classes (``MobileNetV1`` ... ``MobileNetV4ConvLarge``) only expose that version's own
 options with their defaults, so ``--help`` documents them and jsonargparse rejects bad ones.
 """
 
@@ -22,10 +22,8 @@ from .errors import UserError
 from .models import ModelDescription, create_model, describe
 from .schedules import ScheduleCallable, WarmupCosine
 
-__all__ = [
-    "ImageClassifier", "MobileNetV1", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
-    "cifar_defaults", "description_of", "architecture_diff",
-]
+# The version classes add themselves (end of file): a new version is one class here.
+__all__ = ["ImageClassifier", "VERSION_MODULES", "cifar_defaults", "description_of", "architecture_diff"]
 
 Stem = Literal["imagenet", "cifar"]
 #: What a checkpoint must agree on with a config: every option but dropout (a training choice).
@@ -34,6 +32,10 @@ ARCHITECTURE_KEYS = ("name", "num_classes", "width_mult", "stem", "downsamples_r
 
 #: CIFAR-100's class count: the modules' default (the CLI links the data module's value).
 CIFAR100_CLASSES = 100
+#: Registered model name -> its version LightningModule: every subclass that sets ``model_name``
+#: itself adds itself (the first class for a name keeps it), so ``test --ckpt_path`` finds the class
+#: of a checkpoint's model description without a list of versions.
+VERSION_MODULES: dict[str, type[ImageClassifier]] = {}
 
 
 def cifar_defaults(name: str) -> ModelDescription:
@@ -100,6 +102,12 @@ class ImageClassifier(L.LightningModule):
             raised every this many steps (and before any checkpoint is written), so training
             never waits on the host each step. On the CPU it is checked every step.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("model_name")
+        if isinstance(name, str) and name:
+            VERSION_MODULES.setdefault(name, cls)
 
     def __init__(
         self,
@@ -381,9 +389,9 @@ class MobileNetV1(ImageClassifier):
 
 
 class _InvertedResidualNetwork(ImageClassifier):
-    """The options V2, V3-Large and V3-Small share (set ``model_name`` in the subclass).
+    """The options V2, V3 and V4 share (set ``model_name`` in the subclass).
 
-    Defaults are the ModelDescription's, with the CIFAR stem (the three versions share them; a test
+    Defaults are the ModelDescription's, with the CIFAR stem (these versions share them; a test
     checks each version's own description against this signature).
 
     Args:
@@ -421,3 +429,27 @@ class MobileNetV3Small(_InvertedResidualNetwork):
     """MobileNetV3-Small (Howard et al., 2019) on CIFAR-100; the 1024 head layer is not scaled."""
 
     model_name = "mobilenet_v3_small"
+
+
+# One class per V4 variant (not one class with a variant option): each registered name then has
+# its class, its own defaults and its own --help, as V3-Small/Large, and a checkpoint's model
+# description names its class (VERSION_MODULES) without looking at the options.
+class MobileNetV4ConvSmall(_InvertedResidualNetwork):
+    """MobileNetV4 conv-S (Qin et al., 2024) on CIFAR-100; the 1280 head layer is not scaled."""
+
+    model_name = "mobilenet_v4_conv_small"
+
+
+class MobileNetV4ConvMedium(_InvertedResidualNetwork):
+    """MobileNetV4 conv-M (Qin et al., 2024) on CIFAR-100; the 1280 head layer is not scaled."""
+
+    model_name = "mobilenet_v4_conv_medium"
+
+
+class MobileNetV4ConvLarge(_InvertedResidualNetwork):
+    """MobileNetV4 conv-L (Qin et al., 2024) on CIFAR-100; the 1280 head layer is not scaled."""
+
+    model_name = "mobilenet_v4_conv_large"
+
+
+__all__ += [cls.__name__ for cls in VERSION_MODULES.values()]

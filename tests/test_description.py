@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_per_version_defaults():
     v1 = describe("mobilenet_v1")
     assert (v1.dropout, v1.activation, v1.stem, v1.width_mult, v1.num_classes) == (0.0, "relu", "imagenet", 1.0, 1000)
-    for name in ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"):
+    for name in ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v4_conv_small",
+                 "mobilenet_v4_conv_medium", "mobilenet_v4_conv_large"):
         d = describe(name)
         assert (d.dropout, d.activation) == (0.2, None)
         assert "activation" not in d.to_dict() and "activation" not in d.options()
@@ -37,7 +38,8 @@ def test_builders_read_the_description():
     assert create_model(**d.to_dict()).description == d
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"])
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+                                  "mobilenet_v4_conv_small"])
 def test_plain_dict_survives_weights_only_load(name, tmp_path):
     d = describe(name, width_mult=0.75, stem="cifar", downsamples_removed=3, num_classes=7)
     torch.save({"description": d.to_dict()}, tmp_path / "d.pt")
@@ -71,7 +73,8 @@ def test_from_dict_refuses_with_the_valid_choices(data, message):
 def test_registry_refuses_a_duplicate_name():
     with pytest.raises(ValueError, match="already registered"):
         register_model(ModelDescription("mobilenet_v2"))(lambda d: None)
-    assert list_models() == ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"]
+    assert list_models() == ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+                             "mobilenet_v4_conv_large", "mobilenet_v4_conv_medium", "mobilenet_v4_conv_small"]
 
 
 def _package_imports(path: Path) -> set[str]:
@@ -96,6 +99,7 @@ def test_models_and_load_model_import_no_lightning(tmp_path):
                 "mobilenet_lab": {"model_config": model.description.to_dict(), "image_size": 32}}, ckpt)
     code = (
         "import sys, mobilenet_lab.models\n"
+        "from mobilenet_lab import models, inference\n"
         "from mobilenet_lab import load_model\n"
         f"m = load_model({str(ckpt)!r})\n"
         "assert m.config['width_mult'] == 0.25, m.config\n"
@@ -108,10 +112,31 @@ def test_models_and_load_model_import_no_lightning(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_version_modules_take_their_defaults_from_the_description():
-    from mobilenet_lab.modules import MobileNetV1, MobileNetV2, MobileNetV3Large, MobileNetV3Small, cifar_defaults
+def test_every_version_has_one_module_found_by_name():
+    import mobilenet_lab
+    from mobilenet_lab import modules
+    from mobilenet_lab.cli import _version_class_path
 
-    for cls in (MobileNetV1, MobileNetV2, MobileNetV3Small, MobileNetV3Large):
+    assert sorted(modules.VERSION_MODULES) == list_models()  # one LightningModule per registered model
+    assert modules.VERSION_MODULES["mobilenet_v4_conv_small"] is modules.MobileNetV4ConvSmall
+    for name, cls in modules.VERSION_MODULES.items():
+        assert cls.model_name == name and cls.__name__ in modules.__all__
+        assert getattr(mobilenet_lab, cls.__name__) is cls  # configs' class_path: mobilenet_lab.<Class>
+        checkpoint = {"mobilenet_lab": {"model_config": describe(name).to_dict()}}
+        assert _version_class_path(checkpoint) == f"mobilenet_lab.modules.{cls.__name__}"
+
+    class Custom(modules.MobileNetV4ConvSmall):  # a user's subclass does not take the name over
+        model_name = "mobilenet_v4_conv_small"
+
+    assert modules.VERSION_MODULES["mobilenet_v4_conv_small"] is modules.MobileNetV4ConvSmall
+    with pytest.raises(AttributeError, match="no attribute 'MobileNetV9'"):
+        mobilenet_lab.MobileNetV9
+
+
+def test_version_modules_take_their_defaults_from_the_description():
+    from mobilenet_lab.modules import VERSION_MODULES, cifar_defaults
+
+    for cls in VERSION_MODULES.values():
         defaults = cifar_defaults(cls.model_name)
         params = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
                   if p.default is not inspect.Parameter.empty}
