@@ -41,9 +41,10 @@ VERSIONS = {
     "mobilenet_v2": (modules.MobileNetV2, 0.35),
     "mobilenet_v3_small": (modules.MobileNetV3Small, 0.5),
     "mobilenet_v3_large": (modules.MobileNetV3Large, 0.25),
+    "mobilenet_v4_conv_small": (modules.MobileNetV4ConvSmall, 0.5),
 }
 # ONNX export (dynamo) takes 10-30 s per model on 2 shared cores: two versions run by default.
-SLOW_VERSIONS = {"mobilenet_v2", "mobilenet_v3_large"}
+SLOW_VERSIONS = {"mobilenet_v2", "mobilenet_v3_large", "mobilenet_v4_conv_small"}
 STRUCTURED_CLASSES = 10
 
 
@@ -154,9 +155,10 @@ def test_export_refuses_a_file_that_does_not_match(onnx_files, tmp_path: Path, m
     assert list(tmp_path.iterdir()) == []
 
 
-def test_int8_runs_and_stays_close_to_fp32(onnx_files, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["mobilenet_v1", pytest.param("mobilenet_v4_conv_small", marks=pytest.mark.slow)])
+def test_int8_runs_and_stays_close_to_fp32(name: str, onnx_files, tmp_path: Path) -> None:
     """Static QDQ int8 (per-channel weights) runs, is smaller, keeps metadata, and tracks fp32 logits."""
-    model, fp32_path, _ = onnx_files("mobilenet_v1")
+    model, fp32_path, _ = onnx_files(name)
     calibration, _ = structured_images(128, seed=1)
     int8_path = tmp_path / "int8.onnx"
     ex.quantize_onnx_int8(fp32_path, int8_path, calibration.numpy())

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mobilenet_lab.modules import MobileNetV1, MobileNetV2, MobileNetV3Large, MobileNetV3Small
+from mobilenet_lab.modules import VERSION_MODULES, MobileNetV1, MobileNetV2, MobileNetV3Large, MobileNetV3Small
 from mobilenet_lab.schedules import MultiStep, OneCycle, WarmupCosine
 
 
@@ -55,7 +55,7 @@ def test_one_cycle_peaks_at_configured_lr():
     assert lrs[0] == pytest.approx(0.1 / 25) and lrs[-1] < 1e-4
 
 
-@pytest.mark.parametrize("cls", [MobileNetV1, MobileNetV2, MobileNetV3Small, MobileNetV3Large])
+@pytest.mark.parametrize("cls", list(VERSION_MODULES.values()), ids=lambda c: c.__name__)
 def test_version_modules_build_their_network(cls):
     module = cls(width_mult=0.25, num_classes=10)
     assert module.model.config["name"] == cls.model_name
