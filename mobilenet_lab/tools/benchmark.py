@@ -38,6 +38,7 @@ from torch import nn
 from ..errors import UserError
 from ..models import count_macs, count_params, create_model, list_models
 from ..models.base import STEMS
+from ..models.torchvision import TORCHVISION_MODELS
 from .tables import markdown_table, output_dir, write_csv
 
 __all__ = [
@@ -58,7 +59,6 @@ HARDWARE_COLUMNS = ["cpu", "threads", "torch", "gpu", "channels_last", "env"]
 #: Environment variables that change CPU speed (recorded when set).
 SPEED_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MALLOC_MMAP_THRESHOLD_",
              "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "LD_PRELOAD")
-TORCHVISION_MODELS = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
 
 
 # ----------------------------------------------------------------------------- hardware
