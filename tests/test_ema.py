@@ -18,16 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 EMA_RECIPE = str(ROOT / "configs/recipes/ema.yaml")
 
 
-def _tiny_fit(callbacks, steps: int = 6, **trainer_kwargs):
+def _tiny_fit(callbacks, steps: int = 6, num_classes: int = 10, **trainer_kwargs):
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
     from mobilenet_lab.callbacks import AtomicCheckpointIO
 
     torch.manual_seed(0)
-    module = MobileNetV3Small(width_mult=0.25, num_classes=10, bn_momentum=0.5,
+    module = MobileNetV3Small(width_mult=0.25, num_classes=num_classes, bn_momentum=0.5,
                               optimizer=lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9), lr_scheduler=None)
-    data = DataLoader(TensorDataset(torch.randn(8 * steps, 3, 32, 32), torch.randint(0, 10, (8 * steps,))),
+    module.hparams["_class_path"] = "mobilenet_lab.MobileNetV3Small"  # as the command line records it
+    data = DataLoader(TensorDataset(torch.randn(8 * steps, 3, 32, 32), torch.randint(0, num_classes, (8 * steps,))),
                       batch_size=8)
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", callbacks=callbacks,
@@ -81,23 +82,51 @@ def test_ema_equals_a_hand_computed_average_and_differs_from_the_live_weights(on
         torch.testing.assert_close(v, averaged[k])
 
 
-def test_ema_checkpoint_state_dict_is_the_average_and_current_model_state_the_live_weights(tmp_path, one_thread):
+def test_ema_checkpoint_is_evaluated_with_its_average_by_test_and_load_model(tmp_path, tiny_cifar, monkeypatch,
+                                                                            one_thread):
+    """state_dict is the average, current_model_state the live weights; `test --ckpt_path` and load_model use the former."""
+    import lightning as L
+
     from mobilenet_lab import load_model
     from mobilenet_lab.checkpoint import averaged_weights
+    from mobilenet_lab.cli import MobileNetCLI
+    from mobilenet_lab.data import load_split
+
+    path = tmp_path / "ema.ckpt"
+
+    class SaveAtTheLastStep(L.Callback):  # as last.ckpt is written: before the fit's end copies the average in
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 4:
+                trainer.save_checkpoint(path, weights_only=False)
 
     ema = EMA(decay=0.9, warmup_power=None)
-    module, trainer = _tiny_fit([ema], steps=4)
-    path = tmp_path / "ema.ckpt"
-    trainer.save_checkpoint(path, weights_only=False)
+    _tiny_fit([ema, SaveAtTheLastStep()], steps=4, num_classes=100)
     checkpoint = torch.load(path, weights_only=True)
-    average = ema._average_model.module.state_dict()
+    average, live = ema._average_model.module.state_dict(), checkpoint["current_model_state"]
     assert all(torch.equal(checkpoint["state_dict"][k], average[k]) for k in average)
+    assert max((average[k] - live[k]).abs().max().item() for k in live if live[k].is_floating_point()) > 1e-2
     assert checkpoint["mobilenet_lab_weights"] == {"kind": "ema", "decay": 0.9, "warmup_power": None, "updates": 4}
     assert averaged_weights(checkpoint) == "EMA of the weights (decay 0.9, 4 updates)"
     net = load_model(path)
     assert net.weights == "EMA of the weights (decay 0.9, 4 updates)"
     for k, v in net.model.state_dict().items():
         assert torch.equal(v, average["model." + k])
+    live_net = load_model(path)
+    live_net.model.load_state_dict({k[len("model."):]: v for k, v in live.items()})
+
+    test = load_split(tiny_cifar, "test")
+    images = (test.images.float() / 255 - net.mean) / net.std  # the data module's normalisation
+
+    def loss_of(classifier) -> float:
+        with torch.no_grad():
+            return F.cross_entropy(classifier.model(images), test.labels).item()
+
+    monkeypatch.chdir(tmp_path)
+    cli = MobileNetCLI(args=["test", f"--ckpt_path={path}", f"--data.data_dir={tiny_cifar}",
+                             "--trainer.enable_progress_bar=false", "--trainer.logger=false"])
+    reported = float(cli.trainer.callback_metrics["test/loss"])
+    assert reported == pytest.approx(loss_of(net), abs=1e-5)
+    assert abs(reported - loss_of(live_net)) > 1e-3
 
 
 def test_bad_ema_settings_are_one_line():
