@@ -71,6 +71,7 @@ class Teacher:
         self.network: torch.nn.Module | None = None
         self._scale: torch.Tensor | None = None  # student-normalised -> teacher-normalised images
         self._shift: torch.Tensor | None = None
+        self._memory_format = torch.contiguous_format
 
     def load(self, datamodule: Any = None, channels_last: bool = True) -> None:
         """Reads the teacher checkpoint (one clear line if it is missing, not ours or has other classes).
@@ -90,6 +91,7 @@ class Teacher:
                             f"has {self.num_classes}; distil from a teacher trained on the same classes")
         network = classifier.model.eval().requires_grad_(False)
         self.network = network.to(memory_format=torch.channels_last) if channels_last else network
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
         self._scale = self._shift = None
         if mean is not None and std is not None:
@@ -109,7 +111,7 @@ class Teacher:
         if self._scale is not None:
             images = images * self._scale.to(images.device) + self._shift.to(images.device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.is_cuda):
-            return self.network(images).float()
+            return self.network(images.contiguous(memory_format=self._memory_format)).float()
 
     def loss(self, images: torch.Tensor, student_logits: torch.Tensor,
              ce: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
