@@ -18,10 +18,12 @@ import torch
 from .errors import CheckpointError
 from .models import ModelDescription
 
-__all__ = ["safe_load_checkpoint", "saved_description", "DESCRIPTION_KEY"]
+__all__ = ["safe_load_checkpoint", "saved_description", "averaged_weights", "DESCRIPTION_KEY", "WEIGHTS_KEY"]
 
 #: Where a checkpoint keeps its network's ``ModelDescription.to_dict()``: checkpoint[KEY[0]][KEY[1]].
 DESCRIPTION_KEY = ("mobilenet_lab", "model_config")
+#: Where a checkpoint says its ``state_dict`` is an average of the weights (``mobilenet_lab.ema.EMA``).
+WEIGHTS_KEY = "mobilenet_lab_weights"
 
 
 def saved_description(checkpoint: dict[str, Any]) -> ModelDescription | None:
@@ -32,6 +34,22 @@ def saved_description(checkpoint: dict[str, Any]) -> ModelDescription | None:
     """
     saved = (checkpoint.get(DESCRIPTION_KEY[0]) or {}).get(DESCRIPTION_KEY[1])
     return ModelDescription.from_dict(saved) if saved else None
+
+
+def averaged_weights(checkpoint: dict[str, Any]) -> str | None:
+    """What averaged the checkpoint's ``state_dict`` ("EMA of the weights (decay 0.999, 720 updates)"), else None.
+
+    Lightning's ``WeightAveraging`` saves the average as ``state_dict`` and the live weights as
+    ``current_model_state``; :class:`mobilenet_lab.ema.EMA` also records its settings.
+    """
+    if "averaging_state" not in checkpoint:
+        return None
+    info = checkpoint.get(WEIGHTS_KEY) or {}
+    updates = info.get("updates", checkpoint["averaging_state"].get("n_averaged"))
+    updates = f"{int(updates)} updates" if updates is not None else "averaged"
+    if info.get("kind") == "ema":
+        return f"EMA of the weights (decay {info.get('decay')}, {updates})"
+    return f"averaged weights (Lightning WeightAveraging, {updates})"
 
 
 def safe_load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

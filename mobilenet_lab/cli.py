@@ -196,6 +196,10 @@ def _option(args: list[str], name: str) -> str | None:
     return None
 
 
+#: Model options that ``test``/``validate``/``predict --ckpt_path`` take without a config.
+EVALUATION_OPTIONS = ("--model.init_args.test_time_flip",)
+
+
 def _model_from_checkpoint(args: list[str]) -> list[str]:
     """``test/validate/predict --ckpt_path C`` with no model given: take the model class from C.
 
@@ -207,7 +211,8 @@ def _model_from_checkpoint(args: list[str]) -> list[str]:
     ckpt_path = _option(args, "--ckpt_path")
     if ckpt_path is None or _option(args, "--model") is not None or _option(args, "--config") is not None:
         return args
-    if any(a in ("-c",) or a.startswith("--model.") for a in args):
+    # Evaluation options (not part of the checkpoint) still take the model class from it.
+    if any(a in ("-c",) or (a.startswith("--model.") and not a.startswith(EVALUATION_OPTIONS)) for a in args):
         return args
     checkpoint = safe_load_checkpoint(ckpt_path)
     # Lightning's record of the class (it may be the generic ImageClassifier or a user subclass),

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .checkpoint import safe_load_checkpoint, saved_description
+from .checkpoint import averaged_weights, safe_load_checkpoint, saved_description
 from .errors import CheckpointError
 from .models import create_model
 
@@ -23,6 +23,8 @@ class Classifier(nn.Module):
         image_size: The side the network was trained at (feed images resized to it).
         mean, std: The per-channel normalisation applied inside.
         config: The network's ModelDescription as a plain dict (``create_model(**config)``).
+        weights: Which weights the network holds: "trained weights", or the average a fit saved
+            instead (e.g. "EMA of the weights (decay 0.999, 720 updates)").
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class Classifier(nn.Module):
         self.class_names = list(class_names)
         self.image_size = image_size
         self.config = dict(getattr(model, "config", {}))
+        self.weights = "trained weights"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model((images - self.mean) / self.std)
@@ -64,4 +67,6 @@ def load_model(ckpt_path: str | os.PathLike, map_location: str | torch.device = 
     mean = meta.get("mean") or (0.0, 0.0, 0.0)
     std = meta.get("std") or (1.0, 1.0, 1.0)
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
-    return Classifier(model, mean, std, names, int(meta.get("image_size", 32))).eval()
+    classifier = Classifier(model, mean, std, names, int(meta.get("image_size", 32)))
+    classifier.weights = averaged_weights(checkpoint) or classifier.weights  # an EMA run's state_dict is the EMA
+    return classifier.eval()

@@ -15,9 +15,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from .checkpoint import DESCRIPTION_KEY, saved_description
+from .checkpoint import DESCRIPTION_KEY, averaged_weights, saved_description
+from .distill import Distillation, Teacher
 from .errors import UserError
 from .models import ModelDescription, create_model, describe
 from .schedules import ScheduleCallable, WarmupCosine
@@ -101,6 +103,10 @@ class ImageClassifier(L.LightningModule):
         finite_check_every: On an accelerator, a non-finite loss is recorded on the device and
             raised every this many steps (and before any checkpoint is written), so training
             never waits on the host each step. On the CPU it is checked every step.
+        distill: Knowledge distillation from a teacher checkpoint (``distill.teacher``, ``alpha``,
+            ``temperature``; :mod:`mobilenet_lab.distill`). Not saved in the checkpoint.
+        test_time_flip: Validation, test and predict average the logits of each image and its
+            horizontal mirror. An evaluation option: not saved, give it to ``test``/``validate``.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -124,11 +130,13 @@ class ImageClassifier(L.LightningModule):
         bn_momentum: float | None = None,
         lr_reference_batch_size: int | None = None,
         finite_check_every: int = 50,
+        distill: Distillation | None = None,
+        test_time_flip: bool = False,
     ) -> None:
         super().__init__()
         # The version classes save their own arguments only: the CLI rebuilds a model from a
         # checkpoint's hyperparameters (``test --ckpt_path`` without a config).
-        ignore = ["optimizer", "lr_scheduler"]
+        ignore = ["optimizer", "lr_scheduler", "distill", "test_time_flip"]
         if type(self) is not ImageClassifier:
             ignore += ["model_name", "model_options"]
         self.save_hyperparameters(ignore=ignore)
@@ -152,6 +160,8 @@ class ImageClassifier(L.LightningModule):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
+        self.teacher = Teacher(distill, num_classes) if distill is not None else None
+        self.test_time_flip = test_time_flip
         # What forward() calls: the compiled network if asked. Kept out of the submodules (plain
         # attribute) so the state dict holds the weights once, under ``model.``.
         object.__setattr__(self, "network", torch.compile(self.model) if compile else self.model)
@@ -175,6 +185,15 @@ class ImageClassifier(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.network(images)
 
+    def evaluate(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for validation, test and predict: with ``test_time_flip``, the mean of image and mirror."""
+        logits = self(images)
+        return (logits + self(images.flip(-1))) / 2 if self.test_time_flip else logits
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.teacher is not None:
+            self.teacher.load(getattr(self.trainer, "datamodule", None), self.hparams.channels_last)
+
     def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         # Targets are class indices, or N x C probabilities after mixup/cutmix.
         return F.cross_entropy(logits.float(), targets, label_smoothing=self.hparams.label_smoothing)
@@ -183,6 +202,9 @@ class ImageClassifier(L.LightningModule):
         images, targets = batch[0], batch[1]
         logits = self(images)
         loss = self._loss(logits, targets)
+        if self.teacher is not None:
+            loss, terms = self.teacher.loss(images, logits, loss)
+            self.log_dict(terms)
         self._record_finite(loss)
         hard = targets.argmax(1) if targets.ndim == 2 else targets
         self.train_acc(logits, hard)
@@ -223,7 +245,7 @@ class ImageClassifier(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, targets = batch[0], batch[1]
-        logits = self(images)
+        logits = self.evaluate(images)
         self.val_acc(logits, targets)
         self.val_acc_top5(logits, targets)
         self.log("val/loss", self._loss(logits, targets), prog_bar=True, sync_dist=True)
@@ -240,7 +262,7 @@ class ImageClassifier(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch[0], batch[1]
-        logits = self(images)
+        logits = self.evaluate(images)
         self.test_acc(logits, targets)
         self.test_acc_top5(logits, targets)
         self.test_confusion(logits, targets)
@@ -251,7 +273,7 @@ class ImageClassifier(L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         images, names = batch[0], batch[1]
-        return {"names": list(names), "probs": self(images).float().softmax(1)}
+        return {"names": list(names), "probs": self.evaluate(images).float().softmax(1)}
 
     # ------------------------------------------------------------ optimisation
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -316,6 +338,9 @@ class ImageClassifier(L.LightningModule):
             raise UserError(f"the checkpoint's model description is not valid: {err}") from None
         if saved is None:
             return
+        fitting = getattr(getattr(self._trainer, "state", None), "fn", None) == "fit"
+        if averaged_weights(checkpoint) and not fitting:  # (a resumed fit restores the live weights too)
+            rank_zero_info(f"evaluating the checkpoint's {averaged_weights(checkpoint)}")
         diff = architecture_diff(saved, self.model.description)
         if diff:
             pretty = ", ".join(diff)

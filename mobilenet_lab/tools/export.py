@@ -600,7 +600,7 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(ckpt)
     print(f"{model.config.get('name')} (width {model.config.get('width_mult')}, {model.config.get('stem')} stem), "
           f"input images N x 3 x {model.image_size} x {model.image_size} float32 RGB [0, 1], "
-          f"{len(model.class_names)} classes")
+          f"{len(model.class_names)} classes; {model.weights}")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mobilenet_lab_export_") as work:
         if args.format == "onnx":
