@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 
+from .atomic import atomic_path
 from .checkpoint import safe_load_checkpoint
 from .errors import TrainingInterrupted, UserError
 
@@ -35,30 +35,15 @@ __all__ = [
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file in the same folder, fsyncs it, then renames it.
+    """Writes each checkpoint with :func:`~mobilenet_lab.atomic.atomic_path` (temporary file, fsync, rename).
 
     A kill during a save leaves either the previous file or the new one, never a truncated one.
     Loading goes through :func:`safe_load_checkpoint` (``weights_only=True``).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return safe_load_checkpoint(path, map_location=map_location or "cpu")

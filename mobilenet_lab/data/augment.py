@@ -9,8 +9,6 @@ epoch's augmentation depends only on the configured seed, the epoch and the samp
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F

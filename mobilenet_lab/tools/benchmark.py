@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,13 +38,13 @@ from ..errors import UserError
 from ..models import count_macs, count_params, create_model, list_models
 from ..models.base import STEMS
 from .tables import markdown_table, output_dir, write_csv
+from .timing import Stopwatch, interleaved, median, summary_ms
 
 __all__ = [
     "main",
     "run_benchmark",
     "torchvision_reference",
     "hardware_info",
-    "interleaved_times",
     "COLUMNS",
 ]
 
@@ -121,49 +120,6 @@ def torchvision_reference(name: str, width: float, num_classes: int, stem: str) 
 
 
 # -------------------------------------------------------------------------------- timing
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved_times(
-    fns: list[Callable[[], Any]], warmup: int, runs: int, device: torch.device = torch.device("cpu"),
-) -> list[list[float]]:
-    """Seconds of each of ``runs`` calls of every function, after ``warmup`` untimed calls each.
-
-    The functions take turns within each repetition and the order alternates between
-    repetitions (A B, B A, A B, ...), so slow phases of a shared machine hit all of them.
-    """
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    _sync(device)
-    times: list[list[float]] = [[] for _ in fns]
-    for rep in range(runs):
-        order = range(len(fns)) if rep % 2 == 0 else reversed(range(len(fns)))
-        for j in order:
-            _sync(device)
-            start = time.perf_counter()
-            fns[j]()
-            _sync(device)
-            times[j].append(time.perf_counter() - start)
-    return times
-
-
-def median(values: list[float]) -> float:
-    s = sorted(values)
-    n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default method), q in [0, 100]."""
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
 def _inference_fn(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
     def run() -> None:
         with torch.inference_mode():
@@ -200,13 +156,13 @@ def _measure(
         m.eval()
     results: list[dict[str, Any]] = [{} for _ in models]
     x1 = _batch(1, size, device, cl)
-    lat = interleaved_times([_inference_fn(m, x1) for m in models], args.warmup, args.runs, device)
+    lat = interleaved([_inference_fn(m, x1) for m in models], args.warmup, args.runs)
     for r, t in zip(results, lat):
-        r["latency_ms"] = 1000 * median(t)
-        r["latency_p90_ms"] = 1000 * percentile(t, 90)
+        ms = summary_ms(t)
+        r["latency_ms"], r["latency_p90_ms"] = ms["median_ms"], ms["p90_ms"]
     if args.batch_size > 0:
         xb = _batch(args.batch_size, size, device, cl)
-        thr = interleaved_times([_inference_fn(m, xb) for m in models], args.batch_warmup, args.batch_runs, device)
+        thr = interleaved([_inference_fn(m, xb) for m in models], args.batch_warmup, args.batch_runs)
         for r, t in zip(results, thr):
             r["infer_img_s"] = args.batch_size / median(t)
         del xb
@@ -215,7 +171,7 @@ def _measure(
         yt = torch.randint(0, args.num_classes, (args.train_batch_size,), device=device)
         for m in models:
             m.train()
-        tr = interleaved_times([_train_fn(m, xt, yt) for m in models], args.batch_warmup, args.batch_runs, device)
+        tr = interleaved([_train_fn(m, xt, yt) for m in models], args.batch_warmup, args.batch_runs)
         for r, t in zip(results, tr):
             r["train_img_s"] = args.train_batch_size / median(t)
         for m in models:
@@ -471,10 +427,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     output_dir(args.out)
-    start = time.perf_counter()
+    watch = Stopwatch()
     args.load_start = _load()
     rows = run_benchmark(args)
-    md = markdown_report(rows, args, time.perf_counter() - start)
+    md = markdown_report(rows, args, watch.stop())
     (args.out / "benchmark.md").write_text(md, encoding="utf-8")
     write_csv(rows, args.out / "benchmark.csv", COLUMNS + HARDWARE_COLUMNS)
     accuracy = read_accuracy(args.report_csv) if args.report_csv else None
