@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["normalize"]
+__all__ = ["normalize", "denormalize"]
 
 
 def normalize(images: Tensor, mean: Tensor | Sequence[float], std: Tensor | Sequence[float]) -> Tensor:
@@ -31,3 +31,10 @@ def normalize(images: Tensor, mean: Tensor | Sequence[float], std: Tensor | Sequ
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     std_t = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return x.sub(mean_t).div_(std_t)
+
+
+def denormalize(images: Tensor, mean: Tensor | Sequence[float], std: Tensor | Sequence[float]) -> Tensor:
+    """The inverse of :func:`normalize` for float images: ``x * std + mean`` (0..1 RGB again, for display)."""
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return images.to(torch.float32) * std_t + mean_t

@@ -346,7 +346,7 @@ def markdown_report(rows: list[dict[str, Any]], logdir: Path) -> str:
 
 def confusion_sections(tested: list[tuple[str, Path]], k: int = 10) -> str:
     """For each (run, its test run's folder) with a ``confusion_matrix.csv``: most-confused pairs, worst classes."""
-    from ..callbacks import CONFUSION_CSV, confusion_markdown, most_confused, read_confusion_csv, worst_classes
+    from ..confusion import CONFUSION_CSV, confusion_markdown, most_confused, read_confusion_csv, worst_classes
 
     parts = []
     for run, test_dir in tested:
