@@ -71,10 +71,11 @@ def test_no_reference_where_width_semantics_differ():
 def test_table_reports_what_the_clock_measured(tmp_path, monkeypatch):
     """With a clock that advances 2 ms per call, every figure is exact: latency 2 ms, images/s = batch / 2 ms."""
     from mobilenet_lab.tools import timing
+    from mobilenet_lab.tools.benchmark import measure
 
     now = [0.0]
     monkeypatch.setattr(timing, "_clock", lambda: now[0])
-    real_inference_fn = benchmark._inference_fn
+    real_inference_fn = measure._inference_fn
 
     def advancing(fn):
         def run():
@@ -82,8 +83,8 @@ def test_table_reports_what_the_clock_measured(tmp_path, monkeypatch):
             now[0] += 0.002
         return run
 
-    monkeypatch.setattr(benchmark, "_inference_fn", lambda m, x: advancing(real_inference_fn(m, x)))
-    monkeypatch.setattr(benchmark, "_train_fn", lambda m, x, y: advancing(lambda: None))
+    monkeypatch.setattr(measure, "_inference_fn", lambda m, x: advancing(real_inference_fn(m, x)))
+    monkeypatch.setattr(measure, "_train_fn", lambda m, x, y: advancing(lambda: None))
     rows = benchmark.main(["--models", "mobilenet_v1", *TINY, "--out", str(tmp_path)])
     (row,) = rows
     assert row["latency_ms"] == pytest.approx(2.0) and row["latency_p90_ms"] == pytest.approx(2.0)
