@@ -31,6 +31,7 @@ from .confusion import (
     write_confusion_csv,
 )
 from .errors import TrainingInterrupted, UserError
+from .panels import PredictionWriter, TestPanels
 
 __all__ = [
     "GracefulStop",
@@ -318,7 +319,3 @@ def run_folder(trainer: L.Trainer) -> str:
     if trainer.logger is None and checkpoint is not None and checkpoint.dirpath:
         return checkpoint.dirpath
     return trainer.log_dir or "."
-
-
-# The output callbacks import run_folder from here: imported last, when it exists.
-from .panels import PredictionWriter, TestPanels  # noqa: E402

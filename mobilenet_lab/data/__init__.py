@@ -29,23 +29,14 @@ __all__ = [
     "safe_load",
 ]
 
-_HOMES = {
-    "CIFAR100DataModule": "datamodule",
-    "CIFAR100_MEAN": "cifar100",
-    "CIFAR100_STD": "cifar100",
-    "NUM_CLASSES": "cifar100",
-    "load_split": "cifar100",
-    "load_class_names": "cifar100",
-    "EpochKeySampler": "sampler",
-    "TrainBatch": "datasets",
-    "ImageFolderPredictDataset": "predict",
-}
-
-
 def __getattr__(name: str) -> Any:
     # Lazy so that `import mobilenet_lab.data.safe_pickle` (e.g. from a checkpoint tool) stays light.
-    if name in _HOMES:
-        import importlib
+    if name == "ImageFolderPredictDataset":
+        from mobilenet_lab.data.predict import ImageFolderPredictDataset
 
-        return getattr(importlib.import_module(f"mobilenet_lab.data.{_HOMES[name]}"), name)
+        return ImageFolderPredictDataset
+    if name in __all__:
+        from mobilenet_lab.data import cifar100  # the reader, which also resolves the training-side names
+
+        return getattr(cifar100, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
