@@ -128,5 +128,7 @@ def test_cuda_only_without_cuda_is_a_user_error(tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_beside_cpu_is_skipped_with_a_note(capsys):
-    assert benchmark._devices(["cpu", "cuda"]) == ["cpu"]
+    from mobilenet_lab.tools.benchmark import measure
+
+    assert measure._devices(["cpu", "cuda"]) == ["cpu"]
     assert "skipping --devices cuda" in capsys.readouterr().err
