@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 MALLOC_ENV = {
@@ -72,6 +70,9 @@ def main(argv: list[str] | None = None) -> float:
     import torch
     import torch.nn.functional as F
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from mobilenet_lab.tools.timing import Stopwatch, median
+
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -103,13 +104,13 @@ def main(argv: list[str] | None = None) -> float:
         train_step()
     rates = []
     for w in range(args.windows):
-        start = time.perf_counter()
+        watch = Stopwatch()
         for _ in range(args.steps):
             train_step()
-        rate = args.steps * args.batch_size / (time.perf_counter() - start)
+        rate = args.steps * args.batch_size / watch.stop()
         rates.append(rate)
         print(f"  window {w + 1}/{args.windows}: {rate:.1f} images/s", flush=True)
-    med = statistics.median(rates)
+    med = median(rates)
     print(f"median {med:.1f} images/s (min {min(rates):.1f}, max {max(rates):.1f}; "
           f"load average {os.getloadavg()[0]:.2f})", flush=True)
     return med

@@ -9,15 +9,15 @@ bottleneck (target: at least 20x).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from mobilenet_lab.tools.timing import Stopwatch, median  # noqa: E402
 
 
 def main() -> None:
@@ -33,20 +33,21 @@ def main() -> None:
     from mobilenet_lab.data import CIFAR100DataModule
 
     data = CIFAR100DataModule(data_dir=args.data_dir, batch_size=args.batch_size, augment=args.augment)
-    start = time.perf_counter()
+    watch = Stopwatch()
     data.setup("fit")
-    print(f"decode + split: {time.perf_counter() - start:.2f} s")
+    print(f"decode + split: {watch.stop():.2f} s")
     rates = []
     for epoch in range(args.epochs):
         loader = data.train_dataloader()
         loader.sampler.set_epoch(epoch)
-        n, start = 0, time.perf_counter()
+        n = 0
+        watch.start()
         for batch in loader:
             images, _ = data.on_after_batch_transfer(batch, 0)
             n += len(images)
-        rates.append(n / (time.perf_counter() - start))
+        rates.append(n / watch.stop())
         print(f"epoch {epoch}: {rates[-1]:,.0f} images/s ({n} images)")
-    print(f"median {statistics.median(rates):,.0f} images/s, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+    print(f"median {median(rates):,.0f} images/s, batch {args.batch_size}, {torch.get_num_threads()} threads, "
           f"augment {args.augment}")
 
 

@@ -14,16 +14,16 @@ Prints each round's images/s and the median ratio fit / bare (1.0 = no overhead)
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from mobilenet_lab.tools.timing import Stopwatch, median  # noqa: E402
 
 
 class StepTimer:
@@ -35,14 +35,15 @@ class StepTimer:
         class _Callback(L.Callback):
             def on_train_batch_start(cb, trainer, *args) -> None:  # noqa: N805
                 if trainer.global_step == skip:
-                    self.start = time.perf_counter()
+                    self.watch.start()
 
             def on_train_end(cb, trainer, *args) -> None:  # noqa: N805
-                self.seconds = time.perf_counter() - self.start
+                self.seconds = self.watch.stop()
                 self.images = (trainer.global_step - skip) * batch_size
 
         self.callback = _Callback()
-        self.start = self.seconds = 0.0
+        self.watch = Stopwatch()
+        self.seconds = 0.0
         self.images = 0
 
 
@@ -81,15 +82,15 @@ def bare_images_per_second(model_name: str, batch_size: int, steps: int, skip: i
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x = torch.randn(batch_size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 100, (batch_size,))
-    start = 0.0
+    watch = Stopwatch()
     for step in range(steps):
         if step == skip:
-            start = time.perf_counter()
+            watch.start()
         loss = torch.nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return (steps - skip) * batch_size / (time.perf_counter() - start)
+    return (steps - skip) * batch_size / watch.stop()
 
 
 def main() -> None:
@@ -117,8 +118,8 @@ def main() -> None:
             print(f"round {r + 1}: fit {fits[-1]:.0f} img/s, bare loop {bares[-1]:.0f} img/s, "
                   f"ratio {fits[-1] / bares[-1]:.2f}", flush=True)
     ratios = [f / b for f, b in zip(fits, bares)]
-    print(f"\n{model_name}, batch {batch_size}, {torch.get_num_threads()} threads: fit median {statistics.median(fits):.0f} "
-          f"img/s, bare median {statistics.median(bares):.0f} img/s, median ratio fit/bare {statistics.median(ratios):.2f} "
+    print(f"\n{model_name}, batch {batch_size}, {torch.get_num_threads()} threads: fit median {median(fits):.0f} "
+          f"img/s, bare median {median(bares):.0f} img/s, median ratio fit/bare {median(ratios):.2f} "
           f"(range {min(ratios):.2f}-{max(ratios):.2f})")
 
 

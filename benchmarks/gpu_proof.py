@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -46,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilenet_lab.tools.tables import markdown_table, output_dir, write_csv  # noqa: E402
+from mobilenet_lab.tools.timing import Stopwatch, clock, median  # noqa: E402
 
 #: (label, config file, registered model) of the throughput part.
 VERSIONS = [("V3-Large", "v3_large", "mobilenet_v3_large"), ("V3-Small", "v3_small", "mobilenet_v3_small"),
@@ -91,11 +91,6 @@ def device_args(dry: bool) -> list[str]:
     return ["--trainer.accelerator=cpu", "--trainer.devices=1"] if dry else ["--config", str(ROOT / "configs/trainer/gpu.yaml")]
 
 
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 # ------------------------------------------------------------------------------------ throughput
 def fit_images_per_second(config: str, data_dir: Path, work: Path, batch: int, steps: int, skip: int,
                           compile: bool, dry: bool) -> tuple[float, float]:
@@ -109,8 +104,7 @@ def fit_images_per_second(config: str, data_dir: Path, work: Path, batch: int, s
     class Timer(L.Callback):
         def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
             if trainer.global_step in (1, skip, skip + steps):
-                sync()
-                marks[f"step{trainer.global_step}"] = time.perf_counter()
+                marks[f"step{trainer.global_step}"] = clock()
 
     args = ["--config", str(ROOT / "configs" / f"{config}.yaml"), "--config", str(ROOT / RECIPE),
             *device_args(dry), f"--data.data_dir={data_dir}", f"--data.batch_size={batch}", "--data.val_size=0",
@@ -120,7 +114,7 @@ def fit_images_per_second(config: str, data_dir: Path, work: Path, batch: int, s
             f"--checkpoint.root={work / 'checkpoints'}"]
     cli = MobileNetCLI(args=args, run=False)
     cli.trainer.callbacks.append(Timer())
-    start = time.perf_counter()
+    start = clock()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return steps * batch / (marks[f"step{skip + steps}"] - marks[f"step{skip}"]), marks["step1"] - start
 
@@ -147,18 +141,15 @@ def bare_images_per_second(name: str, batch: int, steps: int, skip: int, compile
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    start = time.perf_counter()
+    watch = Stopwatch()
     step(0)
-    sync()
-    first = time.perf_counter() - start
+    first = watch.stop()
     for i in range(1, skip):
         step(i)
-    sync()
-    start = time.perf_counter()
+    watch.start()
     for i in range(steps):
         step(i)
-    sync()
-    return steps * batch / (time.perf_counter() - start), first
+    return steps * batch / watch.stop(), first
 
 
 def throughput(out: Path, work: Path, dry: bool, deadline: float, models: list[str], fit_compile: bool) -> None:
@@ -180,8 +171,8 @@ def throughput(out: Path, work: Path, dry: bool, deadline: float, models: list[s
             bares.append(rate), bare_first.append(first)
         ratios = [f / b for f, b in zip(fits, bares)]
         row = {
-            "model": label, "batch": batch, "fit_img_s": round(statistics.median(fits)),
-            "bare_compiled_img_s": round(statistics.median(bares)), "ratio": round(statistics.median(ratios), 3),
+            "model": label, "batch": batch, "fit_img_s": round(median(fits)),
+            "bare_compiled_img_s": round(median(bares)), "ratio": round(median(ratios), 3),
             "ratio_range": f"{min(ratios):.2f}-{max(ratios):.2f}", "fit_first_step_s": round(fit_first[0], 1),
             "bare_compile_s": round(bare_first[0], 1), "fit_compiled_img_s": None, "fit_compile_s": None,
             "device": device_name(), "torch": torch.__version__,
@@ -333,19 +324,18 @@ def train(record: Path, label: str, fit_args: list[str], test: bool) -> None:
         def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
                 write({"epoch": trainer.current_epoch, "step": trainer.global_step,
-                       "val_acc": float(trainer.callback_metrics["val/acc"]), "t": round(time.perf_counter() - start, 1)})
+                       "val_acc": float(trainer.callback_metrics["val/acc"]), "t": round(clock() - start, 1)})
 
-    process_start = time.perf_counter()
+    process_start = clock()
     cli = MobileNetCLI(args=fit_args, run=False)
     cli.trainer.callbacks.append(Record())
-    start = time.perf_counter()
+    start = clock()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    sync()
-    fit_s = time.perf_counter() - start
+    fit_s = clock() - start
     data = cli.datamodule
     images = len(data.train_dataset) // data.batch_size * data.batch_size * cli.trainer.current_epoch
     summary = {"fit_s": round(fit_s, 1), "train_images": len(data.train_dataset), "batch": data.batch_size,
-               "train_img_s": round(images / fit_s), "process_s": round(time.perf_counter() - process_start, 1)}
+               "train_img_s": round(images / fit_s), "process_s": round(clock() - process_start, 1)}
     if test:  # the final weights, in memory (whatever the checkpoints hold)
         metrics = cli.trainer.test(cli.model, datamodule=data, verbose=False)[0]
         summary.update(test_acc=metrics["test/acc"], test_acc_top5=metrics["test/acc_top5"])

@@ -1,22 +1,37 @@
-"""Checkpoint I/O, run folders, graceful stop and TensorBoard panels, as Lightning plugins and callbacks."""
+"""Checkpoints, run folders and graceful stop, as Lightning plugins and callbacks.
+
+What a run writes and how it stops: atomic checkpoint I/O, the best and last checkpoints in the
+run's own folder, the mid-epoch resume fix, SIGINT/SIGTERM handling. The output callbacks
+(:class:`~mobilenet_lab.panels.TestPanels`, :class:`~mobilenet_lab.panels.PredictionWriter`) live
+in :mod:`mobilenet_lab.panels` and the confusion tables in :mod:`mobilenet_lab.confusion` (no
+Lightning); their names are re-exported here, so ``from mobilenet_lab.callbacks import X`` works
+for all of them.
+"""
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from .atomic import atomic_path
 from .checkpoint import safe_load_checkpoint
+from .confusion import (
+    CONFUSION_CSV,
+    confusion_markdown,
+    most_confused,
+    read_confusion_csv,
+    worst_classes,
+    write_confusion_csv,
+)
 from .errors import TrainingInterrupted, UserError
+from .panels import PredictionWriter, TestPanels
 
 __all__ = [
     "GracefulStop",
@@ -29,36 +44,24 @@ __all__ = [
     "most_confused",
     "worst_classes",
     "read_confusion_csv",
+    "write_confusion_csv",
+    "confusion_markdown",
+    "CONFUSION_CSV",
     "PredictionWriter",
     "run_folder",
 ]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file in the same folder, fsyncs it, then renames it.
+    """Writes each checkpoint with :func:`~mobilenet_lab.atomic.atomic_path` (temporary file, fsync, rename).
 
     A kill during a save leaves either the previous file or the new one, never a truncated one.
     Loading goes through :func:`safe_load_checkpoint` (``weights_only=True``).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return safe_load_checkpoint(path, map_location=map_location or "cpu")
@@ -305,162 +308,6 @@ class GracefulStop(Callback):
         self._restore()
 
 
-class TestPanels(Callback):
-    """After ``test``: what the model gets wrong, readable at a glance.
-
-    In TensorBoard: a grid of sample predictions (green correct; red wrong, with the true class
-    under the image), the confusion matrix, and as text the most-confused class pairs and the
-    worst classes by name. The matrix is also written as ``confusion_matrix.csv`` into the run's
-    folder, where ``report`` reads it.
-    """
-
-    #: How many confused pairs and worst classes the text panels list.
-    top_k = 10
-
-    def __init__(self, num_images: int = 64) -> None:
-        self.num_images = num_images
-        self._images: list[torch.Tensor] = []
-        self._targets: list[torch.Tensor] = []
-        self._preds: list[torch.Tensor] = []
-
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._images, self._targets, self._preds = [], [], []
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        have = sum(len(t) for t in self._targets)
-        if have >= self.num_images or outputs is None:
-            return
-        take = self.num_images - have
-        self._images.append(batch[0][:take].detach().float().cpu())
-        self._targets.append(batch[1][:take].detach().cpu())
-        self._preds.append(outputs[:take].argmax(1).detach().cpu())
-
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = _tensorboard(trainer)
-        if writer is None or not trainer.is_global_zero or not self._images:
-            return
-        names = list(getattr(trainer.datamodule, "class_names", None) or [])
-        mean = torch.tensor(getattr(trainer.datamodule, "mean", (0.0, 0.0, 0.0))).view(1, 3, 1, 1)
-        std = torch.tensor(getattr(trainer.datamodule, "std", (1.0, 1.0, 1.0))).view(1, 3, 1, 1)
-        images = (torch.cat(self._images) * std + mean).clamp(0, 1)
-        step = trainer.global_step
-        writer.add_figure("test/predictions", _prediction_grid(images, torch.cat(self._targets),
-                                                              torch.cat(self._preds), names), step)
-        confusion = pl_module.test_confusion.compute().cpu()
-        writer.add_figure("test/confusion_matrix", _confusion_figure(confusion), step)
-        pairs = most_confused(confusion, names, self.top_k)
-        writer.add_text("test/most_confused",
-                        confusion_markdown(pairs, ("true class", "predicted as", "images", "share of class")), step)
-        writer.add_text("test/worst_classes", confusion_markdown(
-            worst_classes(confusion, names, self.top_k), ("class", "accuracy", "images")), step)
-        write_confusion_csv(confusion, names, Path(run_folder(trainer)) / CONFUSION_CSV)
-
-
-def _tensorboard(trainer: L.Trainer) -> Any:
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
-    return None
-
-
-def _prediction_grid(images: torch.Tensor, targets: torch.Tensor, preds: torch.Tensor, names: list[str]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def name(index: int) -> str:
-        return names[index] if index < len(names) else str(index)
-
-    cols = 8
-    rows = (len(images) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 2.0), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, target, pred in zip(axes.flat, images, targets.tolist(), preds.tolist()):
-        ax.imshow(image.permute(1, 2, 0).numpy())
-        ax.set_title(name(pred), fontsize=7, color="green" if pred == target else "red")
-        if pred != target:  # a miss also says what the image was
-            ax.text(0.5, -0.04, f"true: {name(target)}", transform=ax.transAxes, ha="center", va="top",
-                    fontsize=6, color="black")
-    fig.tight_layout()
-    return fig
-
-
-#: File name of the test confusion matrix in a run's folder (rows: true class, columns: predicted).
-CONFUSION_CSV = "confusion_matrix.csv"
-
-
-def most_confused(confusion: torch.Tensor, names: list[str], k: int = 10) -> list[tuple[str, str, int, float]]:
-    """The ``k`` largest off-diagonal cells: (true class, predicted class, images, share of the true class)."""
-    def label(i: int) -> str:
-        return names[i] if i < len(names) else str(i)
-
-    off = confusion.long().clone()
-    off.fill_diagonal_(0)
-    totals = confusion.long().sum(1).tolist()
-    cells = [(int(off[t, p]), t, p) for t, p in off.nonzero().tolist()]
-    cells.sort(key=lambda c: (-c[0], c[1], c[2]))  # most images first; ties in class order
-    return [(label(t), label(p), n, n / max(totals[t], 1)) for n, t, p in cells[:k]]
-
-
-def worst_classes(confusion: torch.Tensor, names: list[str], k: int = 10) -> list[tuple[str, float, int]]:
-    """The ``k`` classes with the lowest accuracy (recall) among those with test images: (class, accuracy, images)."""
-    totals = confusion.sum(1)
-    seen = [i for i in range(confusion.shape[0]) if int(totals[i]) > 0]
-    accuracy = {i: float(confusion[i, i]) / int(totals[i]) for i in seen}
-    order = sorted(seen, key=lambda i: (accuracy[i], i))[:k]
-    return [(names[i] if i < len(names) else str(i), accuracy[i], int(totals[i])) for i in order]
-
-
-def confusion_markdown(rows: list[tuple], header: tuple[str, ...]) -> str:
-    """Rows of :func:`most_confused` or :func:`worst_classes` as a markdown table (shares as percentages)."""
-    def cell(value: Any) -> str:
-        return f"{100 * value:.1f}%" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) if rows else "(none)"
-
-
-def write_confusion_csv(confusion: torch.Tensor, names: list[str], path: Path) -> None:
-    """The matrix with class names: first column the true class, one column per predicted class."""
-    labels = [names[i] if i < len(names) else str(i) for i in range(confusion.shape[0])]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true \\ predicted", *labels])
-        for label, row in zip(labels, confusion.long().tolist()):
-            writer.writerow([label, *row])
-
-
-def read_confusion_csv(path: Path) -> tuple[torch.Tensor, list[str]]:
-    """What :func:`write_confusion_csv` wrote: (matrix, class names)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    names = rows[0][1:]
-    return torch.tensor([[int(v) for v in row[1:]] for row in rows[1:]], dtype=torch.long), names
-
-
-def _confusion_figure(confusion: torch.Tensor) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 8))
-    rows = confusion.sum(1, keepdim=True).clamp(min=1)
-    im = ax.imshow((confusion / rows).numpy(), cmap="viridis", vmin=0, vmax=1)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title("confusion matrix (row-normalised)")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    return fig
-
-
 def run_folder(trainer: L.Trainer) -> str:
     """The run's own folder: the logger's, or without a logger the one :class:`RunCheckpoint` picked.
 
@@ -472,53 +319,3 @@ def run_folder(trainer: L.Trainer) -> str:
     if trainer.logger is None and checkpoint is not None and checkpoint.dirpath:
         return checkpoint.dirpath
     return trainer.log_dir or "."
-
-
-class PredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv`` (file, then top-k class names and probabilities) into the run folder.
-
-    Rows are written batch by batch, so memory does not grow with the number of images (the
-    command line also runs ``predict`` with ``return_predictions=False``).
-    """
-
-    def __init__(self, top_k: int = 5, filename: str = "predictions.csv") -> None:
-        super().__init__(write_interval="batch")
-        self.top_k = top_k
-        self.filename = filename
-        self.path: Path | None = None
-        self._file: Any = None
-        self._writer: Any = None
-        self._names: list[str] = []
-        self._k = top_k
-
-    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._names = pl_module.class_names or list(getattr(trainer.datamodule, "class_names", None) or [])
-        folder = Path(run_folder(trainer))
-        folder.mkdir(parents=True, exist_ok=True)
-        rank = "" if trainer.world_size == 1 else f".rank{trainer.global_rank}"
-        self.path = folder / (Path(self.filename).stem + rank + Path(self.filename).suffix)
-        self._k = min(self.top_k, pl_module.hparams.num_classes)
-        self._file = open(self.path, "w", newline="")
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(["file"] + [f"{kind}{i + 1}" for i in range(self._k) for kind in ("class", "prob")])
-
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
-        names = self._names
-        probs, idx = prediction["probs"].topk(self._k, dim=1)
-        for name, p_row, i_row in zip(prediction["names"], probs.tolist(), idx.tolist()):
-            row: list[Any] = [name]
-            for p, i in zip(p_row, i_row):
-                row += [names[i] if i < len(names) else str(i), f"{p:.6f}"]
-            self._writer.writerow(row)
-
-    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._close()
-        print(f"wrote {self.path}")
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._close()
-
-    def _close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = self._writer = None

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .checkpoint import averaged_weights, safe_load_checkpoint, saved_description
+from .data.normalize import normalize
 from .errors import CheckpointError
 from .models import create_model
 
@@ -45,7 +46,7 @@ class Classifier(nn.Module):
         self.weights = "trained weights"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model((images - self.mean) / self.std)
+        return self.model(normalize(images, self.mean, self.std))
 
 
 def load_model(ckpt_path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Classifier:

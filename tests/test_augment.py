@@ -12,7 +12,9 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from mobilenet_lab.data import augment as aug
-from mobilenet_lab.data.cifar100 import CIFAR100_MEAN, CIFAR100_STD, CIFAR100DataModule, EvalBatch
+from mobilenet_lab.data.cifar100 import CIFAR100_MEAN, CIFAR100_STD
+from mobilenet_lab.data.datamodule import CIFAR100DataModule
+from mobilenet_lab.data.datasets import EvalBatch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -108,6 +110,11 @@ def test_normalize_matches_v2_normalize() -> None:
     ours = aug.normalize(images, CIFAR100_MEAN, CIFAR100_STD)
     assert ours.dtype == torch.float32
     torch.testing.assert_close(ours, reference(images), rtol=0, atol=1e-5)
+    # Float [0, 1] input (what load_model's Classifier gets) gives the same values and is left unchanged.
+    floats = images.float() / 255
+    before = floats.clone()
+    torch.testing.assert_close(aug.normalize(floats, CIFAR100_MEAN, CIFAR100_STD), ours, rtol=0, atol=1e-5)
+    assert torch.equal(floats, before)
 
 
 def test_resize_matches_v2_resize() -> None:

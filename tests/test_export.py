@@ -148,8 +148,10 @@ def test_export_refuses_a_file_that_does_not_match(onnx_files, tmp_path: Path, m
     """A check beyond tolerance fails with a one-line UserError and leaves no file behind."""
     model, good, _ = onnx_files("mobilenet_v1")
     out = tmp_path / "bad.onnx"
-    monkeypatch.setattr(ex, "_onnx_proto", lambda model, opset: onnx.load(str(good)))
-    monkeypatch.setattr(ex, "check_onnx", lambda model, path: 0.5)
+    from mobilenet_lab.tools.export import onnx as ex_onnx
+
+    monkeypatch.setattr(ex_onnx, "_onnx_proto", lambda model, opset: onnx.load(str(good)))
+    monkeypatch.setattr(ex_onnx, "check_onnx", lambda model, path: 0.5)
     with pytest.raises(UserError, match="differs from PyTorch"):
         ex.export_onnx(model, out, log=lambda s: None)
     assert list(tmp_path.iterdir()) == []

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenet_lab.data.cifar100 import CIFAR100_MEAN, CIFAR100_STD, CIFAR100DataModule
+from mobilenet_lab.data.cifar100 import CIFAR100_MEAN, CIFAR100_STD
+from mobilenet_lab.data.datamodule import CIFAR100DataModule
 from mobilenet_lab.data.predict import ImageFolderPredictDataset, load_rgb_image
 from mobilenet_lab.errors import UserError
 

@@ -9,13 +9,13 @@ epoch's augmentation depends only on the configured seed, the epoch and the samp
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
+
+from mobilenet_lab.data.normalize import normalize  # re-exported: part of the batch pipeline
 
 __all__ = [
     "counter_hash",
@@ -135,19 +135,6 @@ def pad_crop_flip(
     cols = torch.where(flip.to(device).view(n, 1) != 0, left + (w - 1 - col), left + col)  # N x W
     index = (rows.unsqueeze(2) * wp + cols.unsqueeze(1)).view(n, 1, h * w).expand(n, c, h * w)
     return padded.reshape(n, c, hp * wp).gather(2, index).view(n, c, h, w)
-
-
-def normalize(images: Tensor, mean: Tensor | Sequence[float], std: Tensor | Sequence[float]) -> Tensor:
-    """uint8 (0..255) or float (0..1) images to float32 ``(x - mean) / std`` per channel.
-
-    Matches ``v2.ToDtype(torch.float32, scale=True)`` followed by ``v2.Normalize(mean, std)``.
-    """
-    x = images.to(torch.float32)
-    if images.dtype == torch.uint8:
-        x = x.div_(255.0)
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    return x.sub_(mean_t).div_(std_t)
 
 
 def resize(images: Tensor, size: int) -> Tensor:

@@ -4,7 +4,7 @@ Lightning saves the ``state_dict()`` of every training loader that has ``state_d
 ``load_state_dict`` into each checkpoint (``loops.fit_loop.state_dict.combined_loader``) and hands it
 back to ``load_state_dict`` when a fit resumes; such a loader is "resumable" and Lightning does not
 warn about mid-epoch checkpoints. :class:`ResumableLoader` is that loader for a sampler whose epoch
-is a pure function of (seed, epoch), such as :class:`~mobilenet_lab.data.cifar100.EpochKeySampler`:
+is a pure function of (seed, epoch), such as :class:`~mobilenet_lab.data.sampler.EpochKeySampler`:
 its state is only (epoch, batches already yielded), and a restored loader starts the interrupted
 epoch after those batches, so the rest of the epoch is what the uninterrupted run would have seen.
 """

@@ -1,15 +1,15 @@
-"""Output shared by the tools: markdown tables, CSV files, the output folder."""
+"""Output shared by the tools: markdown tables, CSV files, figures, the output folder, the md/csv/png trio."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["markdown_table", "write_csv", "output_dir"]
+__all__ = ["markdown_table", "write_csv", "output_dir", "save_figure", "write_report"]
 
 
 def markdown_table(rows: list[dict], formats: dict | None = None) -> str:
@@ -53,3 +53,27 @@ def output_dir(path: Path) -> Path:
     except OSError as err:
         raise UserError(f"cannot create --out {path}: {err.strerror}") from None
     return path
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Lays out a matplotlib figure, writes it as PNG (120 dpi) and frees it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(out: Path, name: str, text: str, rows: list[dict[str, Any]], columns: Sequence[str],
+                 plot: Callable[[Path], Any], quiet: bool = False) -> None:
+    """The tools' three outputs: ``<out>/<name>.md`` (``text``), ``.csv`` (``rows``), ``.png`` (``plot(path)``).
+
+    Prints the markdown and the written paths unless ``quiet``. ``out`` must exist (:func:`output_dir`).
+    """
+    md, table, png = (out / f"{name}{suffix}" for suffix in (".md", ".csv", ".png"))
+    md.write_text(text, encoding="utf-8")
+    write_csv(rows, table, columns)
+    plot(png)
+    if not quiet:
+        print(text)
+        print(f"wrote {md}, {table}, {png}")

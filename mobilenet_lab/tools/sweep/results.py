@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ...errors import UserError
-from ..tables import markdown_table, output_dir, write_csv
+from ..tables import markdown_table, output_dir, save_figure, write_report
 from .spec import cli_value
 from .storage import SPEC_ATTR, open_storage, retry_history, safe_url
 from .trial import PRUNED_ATTR
@@ -82,7 +82,7 @@ def _seconds(trial: FrozenTrial) -> float | None:
 
 def sweep_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[str]]:
     """(rows, column order): one row per trial, in trial order."""
-    from ..report import collect_runs, report_rows
+    from ..runs import collect_runs, report_rows
 
     spec = study.user_attrs[SPEC_ATTR]
     keys = list(spec["keys"])
@@ -176,9 +176,7 @@ def plot_sweep(rows: list[dict[str, Any]], study: optuna.Study, path: Path) -> s
     ax.grid(alpha=0.3)
     if groups:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return x_key
 
 
@@ -215,10 +213,5 @@ def write_sweep_report(study: optuna.Study, url: str, out: Path, quiet: bool = F
     text = markdown(study, rows, columns, url)
     log_root = Path(study.user_attrs.get("log_root", "lightning_logs"))
     text += confusion_sections([(r["run"], log_root / r["test_run"]) for r in rows if r["test_run"]])
-    (out / "report.md").write_text(text, encoding="utf-8")
-    write_csv(rows, out / "report.csv", columns)
-    plot_sweep(rows, study, out / "report.png")
-    if not quiet:
-        print(text)
-        print(f"wrote {out / 'report.md'}, {out / 'report.csv'}, {out / 'report.png'}")
+    write_report(out, "report", text, rows, columns, lambda path: plot_sweep(rows, study, path), quiet)
     return rows
