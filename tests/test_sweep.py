@@ -476,3 +476,14 @@ def test_report_lists_the_confusions_of_a_tested_run(tmp_path):
     text = (tmp_path / "out/report.md").read_text()
     assert "## m/version_0: test errors" in text
     assert "| bee | apple | 2 | 50.0% |" in text and "| bee | 0.0% | 4 |" in text
+
+
+def test_cpu_trials_share_the_cores_unless_threads_are_set(monkeypatch):
+    from mobilenet_lab.tools.sweep.runner import cpu_threads_env
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert cpu_threads_env(4, {}) == {"OMP_NUM_THREADS": "4"}
+    assert cpu_threads_env(3, {}) == {"OMP_NUM_THREADS": "5"}
+    assert cpu_threads_env(32, {}) == {"OMP_NUM_THREADS": "1"}
+    assert cpu_threads_env(1, {}) == {}  # one trial keeps torch's default
+    assert cpu_threads_env(4, {"OMP_NUM_THREADS": "2"}) == {}  # the user's choice stands
