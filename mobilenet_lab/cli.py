@@ -226,7 +226,7 @@ def _model_from_checkpoint(args: list[str]) -> list[str]:
 
 
 def _version_class_path(checkpoint: dict[str, Any]) -> str | None:
-    """``mobilenet_lab.modules.<Class>`` of the version the checkpoint's description names."""
+    """``<module>.<Class>`` of the version LightningModule the checkpoint's description names."""
     from . import modules
 
     try:

@@ -123,7 +123,8 @@ def test_every_version_has_one_module_found_by_name():
         assert cls.model_name == name and cls.__name__ in modules.__all__
         assert getattr(mobilenet_lab, cls.__name__) is cls  # configs' class_path: mobilenet_lab.<Class>
         checkpoint = {"mobilenet_lab": {"model_config": describe(name).to_dict()}}
-        assert _version_class_path(checkpoint) == f"mobilenet_lab.modules.{cls.__name__}"
+        assert _version_class_path(checkpoint) == f"mobilenet_lab.versions.{cls.__name__}"
+        assert getattr(modules, cls.__name__) is cls  # older checkpoints' mobilenet_lab.modules.<Class>
 
     class Custom(modules.MobileNetV4ConvSmall):  # a user's subclass does not take the name over
         model_name = "mobilenet_v4_conv_small"

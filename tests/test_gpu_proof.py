@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # ~50 s: the whole runbook script on the CPU (CI runs the slow tests too)
 def test_gpu_proof_dry_run_writes_every_table(tmp_path: Path) -> None:
     out = tmp_path / "proof"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_proof.py"), "--dry-run", "--out", str(out),
