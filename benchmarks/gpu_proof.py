@@ -56,15 +56,15 @@ REPLACED = [("V3-Small", "v3_small", 0.25, 60.13), ("V3-Small", "v3_small", 0.5,
             ("V3-Large", "v3_large", 0.5, 69.50), ("V3-Large", "v3_large", 1.0, 71.75)]
 RECIPE = "configs/recipes/short.yaml"
 #: Recipe comparisons on V3-Small 0.25 (8x8): label -> fit arguments replacing or added to the recipe's.
+#: ``--no_recipe`` drops the short recipe; ``--config=...`` entries are applied last (after the table's
+#: ``--trainer.callbacks=[]``), so a callback recipe such as the EMA one survives.
 VARIANTS: dict[str, list[str]] = {
-    "shipped 200-epoch recipe, batch 128": ["--no_recipe", "--data.batch_size=128"],
-    "short recipe, batch 128": ["--data.batch_size=128"],
-    "short, bn_momentum 0.01 (paper)": ["--model.init_args.bn_momentum=0.01"],
-    "short, warmup 5 epochs": ["--model.init_args.lr_scheduler.init_args.warmup_epochs=5"],
-    "short, dropout 0.2": ["--model.init_args.dropout=0.2"],
-    "short, lr 0.05 per 128": ["--model.init_args.optimizer.init_args.lr=0.05"],
-    "short, lr 0.2 per 128": ["--model.init_args.optimizer.init_args.lr=0.2"],
-    "short, weight decay 5e-5": ["--model.init_args.optimizer.init_args.weight_decay=5e-5"],
+    "shipped 200-epoch recipe": ["--no_recipe"],
+    "short, EMA of the weights": [f"--config={ROOT / 'configs/recipes/ema.yaml'}"],
+    "short, seed 1": ["--seed_everything=1"],
+    "short, lr 0.3 per 128": ["--model.init_args.optimizer.init_args.lr=0.3"],
+    "short, weight decay 1e-4": ["--model.init_args.optimizer.init_args.weight_decay=1e-4"],
+    "short, batch 512 (gpu preset)": ["--data.batch_size=512"],
     "short, 45k train / 5k val (our protocol)": ["--data.val_size=5000"],
 }
 
@@ -185,26 +185,32 @@ def throughput(out: Path, work: Path, dry: bool, deadline: float, models: list[s
         write_csv(rows, out / "throughput.csv", list(row))
 
 
-def timed_fit(out: Path, work: Path, dry: bool) -> None:
+def timed_fit(out: Path, work: Path, dry: bool, extra_args: list[str] | None = None) -> None:
     """Wall time of a whole 20-epoch fit of V3-Large 1.0 (4x4 stem) with validation, random images."""
     data_dir = write_random_archive(work / "random_fit", *((48, 8) if dry else (50_000, 1_000)))
     epochs = 1 if dry else 20
     extra = ["--data.batch_size=8", "--model.init_args.width_mult=0.25"] if dry else []
     result = run_training(work, "timed_fit", ["--config", str(ROOT / "configs/v3_large.yaml"), "--config",
                           str(ROOT / RECIPE), *device_args(dry), f"--data.data_dir={data_dir}", "--data.val_size=5000"
-                          if not dry else "--data.val_size=32", f"--trainer.max_epochs={epochs}", *extra],
+                          if not dry else "--data.val_size=32", f"--trainer.max_epochs={epochs}", *extra, *(extra_args or [])],
                           timeout=600, test=False)
     row = {"run": "V3-Large 1.0, 4x4 stem, 20 epochs, 45k train + 5k val each epoch",
            "fit_s": result.get("fit_s"), "process_s": result.get("process_s"), "train_img_s": result.get("train_img_s"),
-           "batch": result.get("batch"), "device": device_name(), "torch": torch.__version__}
+           "batch": result.get("batch"),
+           "first_epoch_s": result["epoch_t"][0] if result["epoch_t"] else None,
+           "args": " ".join(extra_args or []), "device": device_name(), "torch": torch.__version__}
     print(f"timed_fit: {row}", flush=True)
-    write_csv([row], out / "timed_fit.csv", list(row))
+    earlier = list(csv.DictReader(open(out / "timed_fit.csv"))) if (out / "timed_fit.csv").is_file() else []
+    write_csv([*earlier, row], out / "timed_fit.csv", list(row))
 
 
 # ----------------------------------------------------------------------------------------- table
 def run_training(work: Path, label: str, fit_args: list[str], timeout: float, test: bool = True,
-                 wait: bool = True) -> Any:
-    """Starts ``gpu_proof.py --train`` in its own process (returns its result dict, or the Popen)."""
+                 wait: bool = True, late: list[str] | None = None) -> Any:
+    """Starts ``gpu_proof.py --train`` in its own process (returns its result dict, or the Popen).
+
+    ``late`` arguments come after the fixed ones (``--trainer.callbacks=[]`` above all), e.g. a callback recipe.
+    """
     slug = "".join(c if c.isalnum() else "_" for c in label).strip("_")
     record = work / "runs" / f"{slug}.jsonl"
     record.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +218,7 @@ def run_training(work: Path, label: str, fit_args: list[str], timeout: float, te
                *(["--test"] if test else []), "--", *fit_args,
                f"--trainer.logger.init_args.save_dir={work / 'logs'}", f"--trainer.logger.init_args.name={slug}",
                f"--checkpoint.root={work / 'checkpoints'}", "--trainer.enable_progress_bar=false",
-               "--trainer.callbacks=[]", "--trainer.enable_model_summary=false"]
+               "--trainer.callbacks=[]", "--trainer.enable_model_summary=false", *(late or [])]
     log = open(work / "runs" / f"{slug}.log", "w")
     env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
@@ -228,19 +234,20 @@ def run_training(work: Path, label: str, fit_args: list[str], timeout: float, te
 
 def read_record(record: Path) -> dict[str, Any]:
     """The run's last summary merged over its per-epoch lines (``epochs``: list of val/acc)."""
-    result: dict[str, Any] = {"epochs": []}
+    result: dict[str, Any] = {"epochs": [], "epoch_t": []}
     if record.is_file():
         for line in record.read_text().splitlines():
             entry = json.loads(line)
             if "epoch" in entry:
                 result["epochs"].append(entry["val_acc"])
+                result["epoch_t"].append(entry["t"])
             else:
                 result.update(entry)
     return result
 
 
 def table(out: Path, work: Path, data_dir: Path, dry: bool, deadline: float, compile_runs: list[str],
-          parallel: int, only: list[str] | None = None) -> None:
+          parallel: int, only: list[str] | None = None, batch: int = 128, extra_args: list[str] | None = None) -> None:
     runs: list[tuple[str, list[str], dict[str, Any]]] = []
     epochs = 1 if dry else 20
     for version, config, width, replaced in REPLACED if not dry else REPLACED[:1]:
@@ -252,13 +259,15 @@ def table(out: Path, work: Path, data_dir: Path, dry: bool, deadline: float, com
         if "--no_recipe" not in extra:
             base.append(f"--config={ROOT / RECIPE}")
         runs.append((f"V3-Small 0.25, {label}", base + ["--model.init_args.width_mult=0.25"]
-                     + [a for a in extra if a != "--no_recipe"],
-                     {"model": "V3-Small", "width": 0.25, "recipe": label, "replaced": 60.13}))
+                     + [a for a in extra if a != "--no_recipe" and not a.startswith("--config=")],
+                     {"model": "V3-Small", "width": 0.25, "recipe": label, "replaced": 60.13,
+                      "late": [a for a in extra if a.startswith("--config=")]}))
     # Evaluation batches of 1000 divide both 10,000 and 5,000: one shape, no recompiles when compiled.
     common = [*device_args(dry), f"--data.data_dir={data_dir}", "--data.val_size=0", "--data.eval_batch_size=1000",
-              "--model.init_args.downsamples_removed=3", f"--trainer.max_epochs={epochs}"]
+              "--model.init_args.downsamples_removed=3", f"--trainer.max_epochs={epochs}",
+              f"--data.batch_size={16 if dry else batch}", *(extra_args or [])]
     if dry:
-        common += ["--data.batch_size=16", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+        common += [ "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
                    "--trainer.limit_test_batches=1"]
     if only is not None:
         unknown = set(only) - {label for label, _, _ in runs}
@@ -268,20 +277,21 @@ def table(out: Path, work: Path, data_dir: Path, dry: bool, deadline: float, com
     procs, waiting = [], []
     for label, args, meta in runs:
         # Order matters: the run's own arguments (configs, then overrides) come before the common ones,
-        # except --data.val_size/batch_size overrides of a variant, which must win: put them last.
+        # except --data.val_size/batch_size overrides of a variant, which must win: put them last, and a
+        # variant's callback recipe (--config=...) after the fixed `--trainer.callbacks=[]`.
         overrides = [a for a in args if a.startswith("--data.")]
         fit_args = [a for a in args if not a.startswith("--data.")] + common + overrides
         if label in compile_runs:
             fit_args.append("--model.init_args.compile=true")
-        waiting.append((label, fit_args, meta))
+        waiting.append((label, fit_args, meta, meta.get("late", [])))
     # At most `parallel` trainings share the GPU at once (time-sliced between processes: 14 at once
     # on an H200 ran each V3-Small 0.25 at ~18 s per epoch, see FINDINGS.md); the rest wait their turn.
     while (waiting or any(p.poll() is None for p, _ in procs)) and time.monotonic() < deadline:
         while waiting and sum(p.poll() is None for p, _ in procs) < parallel:
-            label, fit_args, meta = waiting.pop(0)
-            procs.append((run_training(work, label, fit_args, timeout=0, wait=False), meta))
+            label, fit_args, meta, late = waiting.pop(0)
+            procs.append((run_training(work, label, fit_args, timeout=0, wait=False, late=late), meta))
         time.sleep(1)
-    for label, _, meta in waiting:  # never started: reported as such
+    for label, _, meta, _ in waiting:  # never started: reported as such
         print(f"table: {label} not started (deadline)", flush=True)
     rows = []
     for proc, meta in procs:
@@ -400,6 +410,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parallel", type=int, default=3, help="table: trainings at once on the one GPU")
     parser.add_argument("--compile_runs", type=list[str], default=[],
                         help="table: labels of the trainings to torch.compile (e.g. 'V3-Large 1')")
+    parser.add_argument("--batch", type=int, default=128,
+                        help="table: training batch (128: the recipe's measured setting; the LR scales with it)")
+    parser.add_argument("--table_args", type=list[str], default=[],
+                        help="table: extra fit arguments for every training (e.g. '--trainer.benchmark=false')")
+    parser.add_argument("--timed_fit_args", type=list[str], default=[],
+                        help="timed_fit: extra fit arguments (e.g. '--trainer.benchmark=false'); rows accumulate")
     parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                         help="run the same code on the CPU with tiny sizes")
     parser.add_argument("--render", action="store_true", help="only re-render proof.md from the CSVs in --out")
@@ -419,11 +435,11 @@ def main(argv: list[str] | None = None) -> None:
             if "throughput" in args.parts:
                 throughput(out, work, args.dry_run, deadline, args.models, args.fit_compile)
             if "timed_fit" in args.parts:
-                timed_fit(out, work, args.dry_run)
+                timed_fit(out, work, args.dry_run, args.timed_fit_args)
             if "table" in args.parts:
                 data_dir = args.data_dir or write_random_archive(work / "random_table", 64, 16)
                 table(out, work, Path(data_dir).resolve(), args.dry_run, deadline, args.compile_runs, args.parallel,
-                      args.runs)
+                      args.runs, args.batch, args.table_args)
             with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
                 for sub in ("logs", "runs"):
                     if (work / sub).exists():
