@@ -198,6 +198,8 @@ def timed_fit(out: Path, work: Path, dry: bool, extra_args: list[str] | None = N
            "fit_s": result.get("fit_s"), "process_s": result.get("process_s"), "train_img_s": result.get("train_img_s"),
            "batch": result.get("batch"),
            "first_epoch_s": result["epoch_t"][0] if result["epoch_t"] else None,
+           # start-up, from the fit's start: trainer set up (data on the device), first step, eleventh step
+           **{k: result.get(k) for k in ("cli_s", "train_start_s", "step1_s", "step11_s")},
            "args": " ".join(extra_args or []), "device": device_name(), "torch": torch.__version__}
     print(f"timed_fit: {row}", flush=True)
     earlier = list(csv.DictReader(open(out / "timed_fit.csv"))) if (out / "timed_fit.csv").is_file() else []
@@ -330,7 +332,18 @@ def train(record: Path, label: str, fit_args: list[str], test: bool) -> None:
         with open(record, "a") as f:
             f.write(json.dumps({"label": label, **entry}) + "\n")
 
+    marks: dict[str, float] = {}
+
     class Record(L.Callback):
+        # Where a process's first epoch goes (start-up): seconds from the fit's start to these points.
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            marks.setdefault("train_start_s", round(clock() - start, 2))
+
+        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+            if trainer.global_step in (1, 11):
+                torch.cuda.synchronize() if torch.cuda.is_available() else None
+                marks.setdefault(f"step{trainer.global_step}_s", round(clock() - start, 2))
+
         def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
                 write({"epoch": trainer.current_epoch, "step": trainer.global_step,
@@ -338,6 +351,7 @@ def train(record: Path, label: str, fit_args: list[str], test: bool) -> None:
 
     process_start = clock()
     cli = MobileNetCLI(args=fit_args, run=False)
+    marks["cli_s"] = round(clock() - process_start, 2)
     cli.trainer.callbacks.append(Record())
     start = clock()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -345,7 +359,7 @@ def train(record: Path, label: str, fit_args: list[str], test: bool) -> None:
     data = cli.datamodule
     images = len(data.train_dataset) // data.batch_size * data.batch_size * cli.trainer.current_epoch
     summary = {"fit_s": round(fit_s, 1), "train_images": len(data.train_dataset), "batch": data.batch_size,
-               "train_img_s": round(images / fit_s), "process_s": round(clock() - process_start, 1)}
+               "train_img_s": round(images / fit_s), "process_s": round(clock() - process_start, 1), **marks}
     if test:  # the final weights, in memory (whatever the checkpoints hold)
         metrics = cli.trainer.test(cli.model, datamodule=data, verbose=False)[0]
         summary.update(test_acc=metrics["test/acc"], test_acc_top5=metrics["test/acc_top5"])
