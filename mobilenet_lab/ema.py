@@ -16,6 +16,7 @@ with the same decay as the weights, as timm's ``ModelEmaV3`` does; integer buffe
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import lightning as L
@@ -93,10 +94,50 @@ class EMA(WeightAveraging):
             raise UserError(f"EMA every_n_steps must be >= 1, got {every_n_steps}")
         self.update = EMAUpdate(decay, warmup_power)
         self.every_n_steps = every_n_steps
+        self._updates: int | None = None  # host mirror of n_averaged (see _update)
         super().__init__(device=device, use_buffers=True, multi_avg_fn=self.update)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and (step_idx + 1) % self.every_n_steps == 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        # Lightning's hook, with `_update` in place of AveragedModel.update_parameters.
+        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=trainer.global_step - 1):
+            self._update(pl_module)
+            self._latest_update_step = trainer.global_step
+
+    def _update(self, pl_module: L.LightningModule) -> None:
+        """``AveragedModel.update_parameters`` (use_buffers=True) without its host syncs.
+
+        torch's version reads ``n_averaged`` back from the device twice per update (``bool(n == 0)``,
+        ``n > 0``): on a GPU, two waits for the whole queued step, every step. Here a host-side count
+        mirrors it, read from the device once per fit or checkpoint load; the device count still feeds the
+        decay (:class:`EMAUpdate`) and the checkpoint.
+        """
+        average = self._average_model
+        assert average is not None
+        if self._updates is None:
+            self._updates = int(average.n_averaged)  # the one read: at the first update of a fit or resume
+        averaged = [t.detach() for t in itertools.chain(average.module.parameters(), average.module.buffers())]
+        current = [t.detach().to(a.device) for a, t in
+                   zip(averaged, itertools.chain(pl_module.parameters(), pl_module.buffers()), strict=True)]
+        if self._updates == 0:
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+        else:
+            groups: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+            for a, c in zip(averaged, current):
+                group = groups.setdefault((a.device, a.dtype), ([], []))
+                group[0].append(a), group[1].append(c)
+            for (device, _), (a, c) in groups.items():
+                self.update(a, c, average.n_averaged.to(device))
+        average.n_averaged += 1
+        self._updates += 1
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._updates = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._average_model is not None and self._device is None:
@@ -119,3 +160,4 @@ class EMA(WeightAveraging):
         if self._average_model is None:
             return  # validate/test/predict: the checkpoint's state_dict already is the average
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        self._updates = None  # n_averaged came from the checkpoint: read it again at the next update

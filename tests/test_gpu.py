@@ -56,9 +56,11 @@ def _gpu_cli(tiny_cifar: Path, *extra: str):
                               "--trainer.callbacks=[]", "--model.init_args.width_mult=0.25", *extra], run=False)
 
 
-def test_training_steps_never_wait_on_the_host(tiny_cifar: Path, tmp_path: Path, monkeypatch):
-    # Steady-state steps (images on the GPU, bf16, metrics, logging at its interval) must not synchronise:
-    # torch's sync debug mode warns on every synchronising call; none may happen between steps 3 and 8.
+@pytest.mark.parametrize("ema", [False, True], ids=["plain", "with_ema"])
+def test_training_steps_never_wait_on_the_host(tiny_cifar: Path, tmp_path: Path, monkeypatch, ema: bool):
+    # Steady-state steps (images on the GPU, bf16, metrics, logging at its interval; the EMA update when on)
+    # must not synchronise: torch's sync debug mode warns on every synchronising call; none may happen
+    # between steps 3 and 8.
     import warnings
 
     import lightning as L
@@ -84,6 +86,10 @@ def test_training_steps_never_wait_on_the_host(tiny_cifar: Path, tmp_path: Path,
 
     cli = _gpu_cli(tiny_cifar, "--trainer.max_steps=10", "--trainer.log_every_n_steps=50")
     cli.trainer.callbacks.append(SyncWatch())
+    if ema:
+        from mobilenet_lab.ema import EMA
+
+        cli.trainer.callbacks.append(EMA())
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 10
     assert cli.datamodule.train_dataset.images_on_device  # batches carried keys, the images stayed on the GPU
