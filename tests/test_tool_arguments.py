@@ -66,6 +66,12 @@ def test_print_config_writes_the_yaml_that_config_reads_back(tool, tmp_path, cap
     key = override[0][2:]
     assert overridden[key] != from_flags[key] and {k: v for k, v in overridden.items() if k != key} == {
         k: v for k, v in from_flags.items() if k != key}
+    # the defaults round-trip too (nulls of optional options, 'on' that YAML would read as true)
+    minimal = ["--ckpt_path", "c.ckpt"] if tool == "export" else []
+    with pytest.raises(SystemExit):
+        parse([*minimal, "--print_config"])
+    config.write_text(capsys.readouterr().out)
+    assert _options(parse(["--config", str(config)])) == _options(parse(minimal))
 
 
 def test_space_separated_lists_keep_their_types():
