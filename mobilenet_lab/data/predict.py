@@ -10,9 +10,11 @@ is skipped with a warning by :meth:`ImageFolderPredictDataset.collate` (its batc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,15 +79,28 @@ def check_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_M
     Raises:
         UnusableImageError: The file is not a usable image; the message says why.
     """
+    with _open_image(path, max_pixels, Exception) as im:  # PIL reports bad files in many ways
+        im.verify()
+
+
+@contextlib.contextmanager
+def _open_image(
+    path: str | os.PathLike[str], max_pixels: int | None, errors: type[BaseException] | tuple[type[BaseException], ...]
+) -> Iterator[Image.Image]:
+    """The image at ``path``, opened by PIL and within ``max_pixels``; ``errors`` inside become UnusableImageError.
+
+    PIL's own decompression-bomb warning is silenced: our limit decides (PIL warns between
+    ``MAX_IMAGE_PIXELS`` and twice that, and raises above).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             with Image.open(path) as im:
                 _check_pixels(im, max_pixels)
-                im.verify()
+                yield im
         except UnusableImageError:
             raise
-        except Exception as exc:  # noqa: BLE001 - PIL reports bad files in many ways
+        except errors as exc:
             raise _unusable(exc) from None
 
 
@@ -107,6 +122,10 @@ def _unusable(exc: Exception) -> UnusableImageError:
     return UnusableImageError(f"unreadable or truncated image ({exc})")
 
 
+#: How PIL reports a file it cannot decode (truncated, corrupt, too large, not an image).
+_DECODE_ERRORS = (Image.DecompressionBombError, Image.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+
+
 def load_rgb_image(path: str | os.PathLike[str], size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tensor:
     """Open an image file and return it as uint8 3 x size x size RGB.
 
@@ -116,26 +135,16 @@ def load_rgb_image(path: str | os.PathLike[str], size: int, max_pixels: int | No
     Raises:
         UnusableImageError: The file is not a usable image; the message says why.
     """
-    with warnings.catch_warnings():
-        # PIL warns between MAX_IMAGE_PIXELS and twice that; our own limit decides instead.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with _open_image(path, max_pixels, _DECODE_ERRORS) as im:
+        im.load()  # decode fully now: truncation shows up here
         try:
-            with Image.open(path) as im:
-                _check_pixels(im, max_pixels)
-                im.load()  # decode fully now: truncation shows up here
-                try:
-                    im = ImageOps.exif_transpose(im)
-                except Exception as exc:  # broken EXIF is not worth dropping the image for
-                    log.warning("ignoring unreadable EXIF orientation of %s: %s", path, exc)
-                rgb = _to_rgb(im)
-                if rgb.size != (size, size):
-                    rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-                array = np.array(rgb, dtype=np.uint8)  # H x W x 3, a copy we own
-        except UnusableImageError:
-            raise
-        except (Image.DecompressionBombError, Image.UnidentifiedImageError, OSError, SyntaxError, ValueError,
-                EOFError) as exc:
-            raise _unusable(exc) from None
+            im = ImageOps.exif_transpose(im)
+        except Exception as exc:  # broken EXIF is not worth dropping the image for
+            log.warning("ignoring unreadable EXIF orientation of %s: %s", path, exc)
+        rgb = _to_rgb(im)
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+        array = np.array(rgb, dtype=np.uint8)  # H x W x 3, a copy we own
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 

@@ -26,12 +26,14 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+from jsonargparse import ArgumentParser
 
 from ..errors import UserError
+from .arguments import parse, tool_parser
 from .runs import collect_runs, find_runs, read_scalars, report_rows, run_description
 from .tables import markdown_table, output_dir, save_figure, write_report
 
@@ -149,25 +151,23 @@ def confusion_sections(tested: list[tuple[str, Path]], k: int = 10) -> str:
 
 
 # ------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mobilenet_lab report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--logdir", type=Path, default=Path("lightning_logs"),
-                   help="TensorBoard log folder of the runs (default: lightning_logs)")
-    p.add_argument("--out", type=Path, default=None,
+def build_parser() -> ArgumentParser:
+    p = tool_parser("python -m mobilenet_lab report", __doc__)
+    p.add_argument("--logdir", type=Path, default=Path("lightning_logs"), help="TensorBoard log folder of the runs")
+    p.add_argument("--out", type=Optional[Path], default=None,
                    help="output folder (default: benchmarks_out/, for a sweep sweeps/<name>/)")
-    p.add_argument("--sweep", default=None, metavar="NAME",
+    p.add_argument("--sweep", type=Optional[str], default=None, metavar="NAME",
                    help="tabulate the trials of this sweep (`python -m mobilenet_lab sweep`) instead of --logdir")
-    p.add_argument("--storage", default=None,
+    p.add_argument("--storage", type=Optional[str], default=None,
                    help="the sweep's storage URL (default: sqlite:///sweeps/<name>.db)")
-    p.add_argument("--benchmark_csv", type=Path, default=None,
+    p.add_argument("--benchmark_csv", type=Optional[Path], default=None,
                    help="benchmark.csv of `python -m mobilenet_lab benchmark`: plot accuracy vs its latency")
     p.add_argument("--quiet", action="store_true", help="do not print the table")
     return p
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     if args.sweep is not None:
         from .sweep import report_sweep
 

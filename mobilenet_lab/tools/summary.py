@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
+from jsonargparse import ArgumentParser
+from jsonargparse.typing import PositiveFloat, PositiveInt
 
 from ..models import count_macs, count_params, create_model, list_models
 from ..models.base import STEMS
+from .arguments import ImageSize, parse, tool_parser
 from .tables import markdown_table
 
-__all__ = ["main", "summary_rows"]
+__all__ = ["main", "summary_rows", "build_parser"]
 
 
 def summary_rows(models: list[str], widths: list[float], image_size: int, num_classes: int, stem: str) -> list[dict]:
@@ -31,23 +32,19 @@ def summary_rows(models: list[str], widths: list[float], image_size: int, num_cl
     return rows
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mobilenet_lab summary", description=__doc__)
-    parser.add_argument("--models", nargs="+", default=list_models(), choices=list_models(), metavar="MODEL",
-                        help=f"models to list (default: all): {', '.join(list_models())}")
-    parser.add_argument("--widths", nargs="+", type=float, default=[1.0], help="width multipliers (default: 1.0)")
-    parser.add_argument("--image_size", type=int, default=224, help="input side in pixels (default: 224)")
-    parser.add_argument("--num_classes", type=int, default=1000, help="output classes (default: 1000)")
-    parser.add_argument("--stem", default="imagenet", choices=list(STEMS), help="input stem (default: imagenet)")
-    args = parser.parse_args(argv)
-    if any(w <= 0 for w in args.widths):
-        parser.error("--widths must be > 0")
-    if args.image_size < 8:
-        parser.error("--image_size must be >= 8")
-    return args
+def build_parser() -> ArgumentParser:
+    models = list_models()
+    parser = tool_parser("python -m mobilenet_lab summary", __doc__)
+    parser.add_argument("--models", nargs="+", default=models, choices=models, metavar="MODEL",
+                        help=f"models to list, any of: {', '.join(models)}")
+    parser.add_argument("--widths", nargs="+", type=PositiveFloat, default=[1.0], help="width multipliers")
+    parser.add_argument("--image_size", type=ImageSize, default=224, help="input side in pixels")
+    parser.add_argument("--num_classes", type=PositiveInt, default=1000, help="output classes")
+    parser.add_argument("--stem", default="imagenet", choices=list(STEMS), help="input stem")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parse(argv)
+    args = parse(build_parser(), argv)
     rows = summary_rows(args.models, args.widths, args.image_size, args.num_classes, args.stem)
     print(markdown_table(rows))

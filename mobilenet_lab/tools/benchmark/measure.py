@@ -6,7 +6,6 @@ network take turns call by call).
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from jsonargparse import Namespace
 from torch import nn
 
 from ...errors import UserError
@@ -91,7 +91,7 @@ def _batch(n: int, size: int, device: torch.device, channels_last: bool) -> torc
 
 
 def _measure(
-    models: list[nn.Module], size: int, device: torch.device, args: argparse.Namespace,
+    models: list[nn.Module], size: int, device: torch.device, args: Namespace,
 ) -> list[dict[str, Any]]:
     """Latency, throughput, training speed of ``models`` (interleaved), one dict each."""
     cl = args.channels_last == "on"
@@ -125,7 +125,7 @@ def _measure(
     return results
 
 
-def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
+def run_benchmark(args: Namespace) -> list[dict[str, Any]]:
     """Runs the sweep of parsed arguments; returns one row per (model, width, device, size, impl)."""
     from tqdm import tqdm
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import platform
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from jsonargparse import Namespace
 
 from ..tables import markdown_table, save_figure
 from .measure import COLUMNS, HARDWARE_COLUMNS, hardware_info, load_average
@@ -26,7 +27,7 @@ FORMATS = {
 }
 
 
-def markdown_report(rows: list[dict[str, Any]], args: argparse.Namespace, elapsed: float) -> str:
+def markdown_report(rows: list[dict[str, Any]], args: Namespace, elapsed: float) -> str:
     hw = {k: rows[0][k] for k in HARDWARE_COLUMNS} if rows else hardware_info(args.channels_last == "on")
     table_rows = [{k: r.get(k) for k in COLUMNS} for r in rows]
     lines = [

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
+from jsonargparse import ArgumentParser, Namespace
+from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_number_type
 
 from ...errors import DataError, UserError
 from ...inference import Classifier, load_model
+from ..arguments import parse, tool_parser
 from ..timing import Stopwatch
 from .executorch import executorch_logits, executorch_method, export_executorch, require_executorch
 from .latency import deployment_rows
@@ -21,53 +24,46 @@ from .onnx import export_onnx, onnx_logits, onnx_session, quantize_onnx_int8
 from .output import atomic_output
 from .verify import INT8_MIN_AGREEMENT, accuracy, cifar100_images, data_available, random_images, relative_gap, top1_agreement, torch_logits
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m mobilenet_lab export", description=sys.modules[__package__].__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt_path", required=True, help="checkpoint written by fit (e.g. .../last.ckpt)")
+
+#: The dynamo exporter's lowest ONNX opset.
+Opset = restricted_number_type("Opset", int, (">=", 18), docstring="an ONNX opset the dynamo exporter writes")
+#: Fewer timed runs give no usable median or p90.
+Runs = restricted_number_type("Runs", int, (">=", 5), docstring="at least 5 timed runs")
+
+
+def build_parser() -> ArgumentParser:
+    parser = tool_parser("python -m mobilenet_lab export", sys.modules[__package__].__doc__)
+    parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by fit (e.g. .../last.ckpt)")
     parser.add_argument("--format", default="onnx", choices=["onnx", "executorch"],
-                        help="onnx (ONNX Runtime, dynamo exporter) or executorch (.pte lowered to XNNPACK); "
-                             "default: onnx")
-    parser.add_argument("--output", help="file to write (default: the checkpoint's name with .onnx/.pte, "
-                                         "plus .int8 when quantized)")
-    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="onnx (ONNX Runtime, dynamo exporter) or executorch (.pte lowered to XNNPACK)")
+    parser.add_argument("--output", type=Optional[str], default=None,
+                        help="file to write (default: the checkpoint's name with .onnx/.pte, plus .int8 when quantized)")
+    parser.add_argument("--quantize", type=Optional[str], choices=["int8"], default=None,
                         help="int8: post-training static quantization (ONNX Runtime QDQ with per-channel "
                              "weights, or the PT2E XNNPACK quantizer for executorch), calibrated on "
                              "training images from --data_dir")
-    parser.add_argument("--calibration_images", type=int, default=512,
-                        help="training images used to calibrate int8 (default: 512)")
-    parser.add_argument("--data_dir", default=os.environ.get("MOBILENET_LAB_DATA", "data"),
+    parser.add_argument("--calibration_images", type=PositiveInt, default=512,
+                        help="training images used to calibrate int8")
+    parser.add_argument("--data_dir", type=str, default=os.environ.get("MOBILENET_LAB_DATA", "data"),
                         help="folder holding cifar-100-python/ (default: $MOBILENET_LAB_DATA or data); "
                              "needed by --quantize, used for accuracy when present")
-    parser.add_argument("--eval_images", type=int, default=None,
+    parser.add_argument("--eval_images", type=Optional[PositiveInt], default=None,
                         help="test images for the fp32 vs int8 accuracy report (default: all 10,000)")
-    parser.add_argument("--opset", type=int, default=None,
-                        help="ONNX opset (default: the exporter's, 20 with torch 2.14); >= 18 for the dynamo exporter")
+    parser.add_argument("--opset", type=Optional[Opset], default=None,
+                        help="ONNX opset, >= 18 for the dynamo exporter (default: the exporter's, 20 with torch 2.14)")
     parser.add_argument("--random_calibration", action="store_true",
                         help="calibrate int8 on random [0, 1] images instead of the data set "
                              "(smoke tests only: the accuracy will suffer)")
     parser.add_argument("--benchmark", action="store_true",
                         help="also time batch-1 CPU latency (median, p90) of eager PyTorch vs the exported "
                              "runtimes (ONNX: fp32 and int8) and print the deployment table")
-    parser.add_argument("--runs", type=int, default=300, help="timed runs per runtime for --benchmark (default: 300)")
-    parser.add_argument("--warmup", type=int, default=30, help="warm-up runs per runtime for --benchmark (default: 30)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--runs", type=Runs, default=300, help="timed runs per runtime for --benchmark")
+    parser.add_argument("--warmup", type=NonNegativeInt, default=30, help="warm-up runs per runtime for --benchmark")
+    parser.add_argument("--threads", type=Optional[PositiveInt], default=None,
                         help="CPU threads for PyTorch and ONNX Runtime (default: torch's default)")
-    args = parser.parse_args(argv)
-    if args.calibration_images < 1:
-        parser.error("--calibration_images must be >= 1")
-    if args.eval_images is not None and args.eval_images < 1:
-        parser.error("--eval_images must be >= 1")
-    if args.opset is not None and args.opset < 18:
-        parser.error("--opset must be >= 18 (the dynamo exporter's minimum)")
-    if args.runs < 5 or args.warmup < 0:
-        parser.error("--runs must be >= 5 and --warmup >= 0")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be >= 1")
-    return args
+    return parser
 
 
 def _default_output(ckpt: Path, fmt: str, quantize: str | None) -> Path:
@@ -75,7 +71,7 @@ def _default_output(ckpt: Path, fmt: str, quantize: str | None) -> Path:
     return ckpt.with_suffix(suffix)
 
 
-def _calibration(args: argparse.Namespace, model: Classifier) -> np.ndarray:
+def _calibration(args: Namespace, model: Classifier) -> np.ndarray:
     if args.random_calibration:
         print(f"calibrating on {args.calibration_images} random [0, 1] images (--random_calibration)")
         return random_images(args.calibration_images, int(model.image_size), 7)
@@ -88,7 +84,7 @@ def _calibration(args: argparse.Namespace, model: Classifier) -> np.ndarray:
 
 
 def _report_int8(model: Classifier, fp32_logits_fn: Callable[[np.ndarray], np.ndarray],
-                 int8_logits_fn: Callable[[np.ndarray], np.ndarray], args: argparse.Namespace) -> None:
+                 int8_logits_fn: Callable[[np.ndarray], np.ndarray], args: Namespace) -> None:
     """Accuracy fp32 vs int8 on the test set (when there) and top-1 agreement; fails below the bar."""
     if data_available(args.data_dir):
         images, labels = cifar100_images(args.data_dir, "test", args.eval_images, int(model.image_size))
@@ -109,7 +105,7 @@ def _report_int8(model: Classifier, fp32_logits_fn: Callable[[np.ndarray], np.nd
             raise UserError("the int8 model produces non-finite logits; not writing it")
 
 
-def _export_onnx_cli(args: argparse.Namespace, model: Classifier, output: Path, work: Path) -> dict[str, Path]:
+def _export_onnx_cli(args: Namespace, model: Classifier, output: Path, work: Path) -> dict[str, Path]:
     if not args.quantize:
         export_onnx(model, output, args.opset)
         print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB)")
@@ -125,7 +121,7 @@ def _export_onnx_cli(args: argparse.Namespace, model: Classifier, output: Path, 
     return {"fp32": fp32, "int8": output}
 
 
-def _export_executorch_cli(args: argparse.Namespace, model: Classifier, output: Path) -> dict[str, Path]:
+def _export_executorch_cli(args: Namespace, model: Classifier, output: Path) -> dict[str, Path]:
     require_executorch()
     if not args.quantize:
         export_executorch(model, output)
@@ -141,7 +137,7 @@ def _export_executorch_cli(args: argparse.Namespace, model: Classifier, output: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parse(argv)
+    args = parse(build_parser(), argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     ckpt = Path(args.ckpt_path)
@@ -168,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
             _benchmark_cli(args, model, ckpt, files, Path(work))
 
 
-def _benchmark_cli(args: argparse.Namespace, model: Classifier, ckpt: Path, files: dict[str, Path],
+def _benchmark_cli(args: Namespace, model: Classifier, ckpt: Path, files: dict[str, Path],
                    work: Path) -> None:
     from ..tables import markdown_table
 

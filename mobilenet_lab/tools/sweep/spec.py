@@ -21,6 +21,7 @@ import optuna
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from ...errors import UserError
+from ..arguments import jsonargparse_message
 
 __all__ = ["Range", "SweepSpec", "build_parser", "parse", "build_pruner", "build_sampler", "cli_value"]
 
@@ -150,28 +151,13 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _one_line(err: BaseException) -> str:
-    """jsonargparse's multi-line message as one line: the first line and the innermost reason."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(err).__name__
-    first = lines[0].rstrip(":")
-    for i, line in enumerate(lines[1:], start=1):
-        if line.startswith("- ") and "NoneType" not in line:
-            reason = line[2:]
-            if reason.endswith(":") and i + 1 < len(lines):  # "Problem with class X:" then the detail
-                reason = f"{reason} {lines[i + 1].lstrip('- ')}"
-            return f"{first}: {reason}"
-    return first
-
-
 def parse(argv: list[str]) -> tuple[SweepSpec, Namespace]:
     """The sweep spec and the parsed command line (storage, workers), or one line saying what is wrong."""
     parser = build_parser()
     try:
         cfg = parser.parse_args(argv)
     except Exception as err:  # noqa: BLE001 - jsonargparse's ArgumentError and type errors
-        raise UserError(f"sweep file: {_one_line(err)}") from None
+        raise UserError(f"sweep file: {jsonargparse_message(err)}") from None
     files = [Path(str(p)) for p in (cfg.config or []) if p is not None]
     name = cfg.name or (files[-1].name.rsplit(".", 1)[0] if files else None)
     if not name:
@@ -328,7 +314,7 @@ def check_points(spec: SweepSpec, extra: list[str]) -> dict[str, Any]:
             except UserError as err:
                 raise UserError(f"sweep point {_describe(point)}: {err}") from None
             except Exception as err:  # noqa: BLE001 - jsonargparse's ArgumentError: unknown key, bad type
-                raise UserError(f"sweep point {_describe(point)}: {_one_line(err)}") from None
+                raise UserError(f"sweep point {_describe(point)}: {jsonargparse_message(err)}") from None
             if config is None:
                 config = cli.config
     finally:
