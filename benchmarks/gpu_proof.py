@@ -58,13 +58,14 @@ RECIPE = "configs/recipes/short.yaml"
 #: Recipe comparisons on V3-Small 0.25 (8x8): label -> fit arguments replacing or added to the recipe's.
 #: ``--no_recipe`` drops the short recipe; ``--config=...`` entries are applied last (after the table's
 #: ``--trainer.callbacks=[]``), so a callback recipe such as the EMA one survives.
+#: The first two are the dry run's: a late callback recipe and a --data override.
 VARIANTS: dict[str, list[str]] = {
-    "shipped 200-epoch recipe": ["--no_recipe"],
     "short, EMA of the weights": [f"--config={ROOT / 'configs/recipes/ema.yaml'}"],
+    "short, batch 512 (gpu preset)": ["--data.batch_size=512"],
+    "shipped 200-epoch recipe": ["--no_recipe"],
     "short, seed 1": ["--seed_everything=1"],
     "short, lr 0.3 per 128": ["--model.init_args.optimizer.init_args.lr=0.3"],
     "short, weight decay 1e-4": ["--model.init_args.optimizer.init_args.weight_decay=1e-4"],
-    "short, batch 512 (gpu preset)": ["--data.batch_size=512"],
     "short, 45k train / 5k val (our protocol)": ["--data.val_size=5000"],
 }
 

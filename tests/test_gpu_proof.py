@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,10 @@ def test_gpu_proof_dry_run_writes_every_table(tmp_path: Path) -> None:
     for row in table:
         assert row["exit"] == "0" and row["epochs_done"] == "1", row
         assert 0 <= float(row["test_top1_final"]) <= 100
-    assert table[1]["batch"] != table[0]["batch"]  # a variant's --data override wins over the presets
+    assert table[2]["batch"] != table[0]["batch"]  # a variant's --data override wins over the presets
+    with tarfile.open(out / "logs.tar.gz") as tar:  # the EMA variant's callback survived --trainer.callbacks=[]
+        log = tar.extractfile("runs/V3_Small_0_25__short__EMA_of_the_weights.log").read().decode()
+    assert "EMA of the weights (decay" in log
     text = (out / "proof.md").read_text()
     assert "fit vs a bare compiled loop" in text and "replaced implementation" in text
     assert (out / "logs.tar.gz").stat().st_size > 0 and (out / "runs.jsonl").stat().st_size > 0
