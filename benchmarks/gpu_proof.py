@@ -342,7 +342,8 @@ def train(record: Path, label: str, fit_args: list[str], test: bool) -> None:
 
         def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
             if trainer.global_step in (1, 11):
-                torch.cuda.synchronize() if torch.cuda.is_available() else None
+                if torch.cuda.is_available():  # the step's kernels have run (two syncs in a whole run)
+                    torch.cuda.synchronize()
                 marks.setdefault(f"step{trainer.global_step}_s", round(clock() - start, 2))
 
         def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
