@@ -270,7 +270,7 @@ def table(out: Path, work: Path, data_dir: Path, dry: bool, deadline: float, com
               "--model.init_args.downsamples_removed=3", f"--trainer.max_epochs={epochs}",
               f"--data.batch_size={16 if dry else batch}", *(extra_args or [])]
     if dry:
-        common += [ "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+        common += ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
                    "--trainer.limit_test_batches=1"]
     if only is not None:
         unknown = set(only) - {label for label, _, _ in runs}
@@ -286,15 +286,15 @@ def table(out: Path, work: Path, data_dir: Path, dry: bool, deadline: float, com
         fit_args = [a for a in args if not a.startswith("--data.")] + common + overrides
         if label in compile_runs:
             fit_args.append("--model.init_args.compile=true")
-        waiting.append((label, fit_args, meta, meta.get("late", [])))
+        waiting.append((label, fit_args, meta))
     # At most `parallel` trainings share the GPU at once (time-sliced between processes: 14 at once
     # on an H200 ran each V3-Small 0.25 at ~18 s per epoch, see FINDINGS.md); the rest wait their turn.
     while (waiting or any(p.poll() is None for p, _ in procs)) and time.monotonic() < deadline:
         while waiting and sum(p.poll() is None for p, _ in procs) < parallel:
-            label, fit_args, meta, late = waiting.pop(0)
-            procs.append((run_training(work, label, fit_args, timeout=0, wait=False, late=late), meta))
+            label, fit_args, meta = waiting.pop(0)
+            procs.append((run_training(work, label, fit_args, timeout=0, wait=False, late=meta.get("late")), meta))
         time.sleep(1)
-    for label, _, meta, _ in waiting:  # never started: reported as such
+    for label, _, meta in waiting:  # never started: reported as such
         print(f"table: {label} not started (deadline)", flush=True)
     rows = []
     for proc, meta in procs:
