@@ -67,7 +67,10 @@ def run_sweep(cwd: Path, path: Path, data_dir: Path, *options: str, fit_args: tu
 
 
 def load(cwd: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd / 'sweeps' / (name + '.db')}")
+    # Through the sweep's own opener: it holds the setup lock, so polling a sweep that is still creating the
+    # database's tables waits instead of racing it (optuna's bare RDBStorage: UNIQUE constraint failed).
+    url = f"sqlite:///{cwd / 'sweeps' / (name + '.db')}"
+    return optuna.load_study(study_name=name, storage=sweep_storage.open_storage(url, heartbeat=False))
 
 
 def points(trials: list, state: TrialState = TrialState.COMPLETE) -> list[str]:
