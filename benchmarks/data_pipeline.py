@@ -8,7 +8,6 @@ bottleneck (target: at least 20x).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,17 +16,27 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from jsonargparse.typing import PositiveInt  # noqa: E402
+
+from mobilenet_lab.data.datasets import AugmentName  # noqa: E402
+from mobilenet_lab.errors import UserError  # noqa: E402
+from mobilenet_lab.tools.arguments import parse, tool_parser  # noqa: E402
 from mobilenet_lab.tools.timing import Stopwatch, median  # noqa: E402
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data_dir", default=str(ROOT.parent / "shared/datasets"))
-    p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--augment", default="standard")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args()
+def build_parser():
+    p = tool_parser("benchmarks/data_pipeline.py", __doc__)
+    p.add_argument("--data_dir", type=Path, default=ROOT.parent / "shared/datasets",
+                   help="the folder that holds cifar-100-python")
+    p.add_argument("--batch_size", type=PositiveInt, default=128)
+    p.add_argument("--augment", type=AugmentName, default="standard", help="the data module's augment option")
+    p.add_argument("--epochs", type=PositiveInt, default=3)
+    p.add_argument("--threads", type=PositiveInt | None, default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(build_parser(), argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     from mobilenet_lab.data import CIFAR100DataModule
@@ -52,4 +61,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as err:
+        sys.exit(f"error: {err}")

@@ -45,11 +45,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilenet_lab.tools.tables import markdown_table, output_dir, write_csv  # noqa: E402
-from mobilenet_lab.tools.timing import Stopwatch, clock, median  # noqa: E402
+from mobilenet_lab.tools.benchmark.loops import (  # noqa: E402
+    bare_images_per_second, bare_model, fit_images_per_second, random_batches, train_step)
+from mobilenet_lab.tools.timing import clock, median  # noqa: E402
 
-#: (label, config file, registered model) of the throughput part.
-VERSIONS = [("V3-Large", "v3_large", "mobilenet_v3_large"), ("V3-Small", "v3_small", "mobilenet_v3_small"),
-            ("V2", "v2", "mobilenet_v2"), ("V1", "v1", "mobilenet_v1")]
+#: (label, config file) of the throughput part; the bare loop trains the network the fit built.
+VERSIONS = [("V3-Large", "v3_large"), ("V3-Small", "v3_small"), ("V2", "v2"), ("V1", "v1")]
 #: The replaced implementation's 20-epoch test top-1 (8x8 final map; best epoch, scored on the test set).
 REPLACED = [("V3-Small", "v3_small", 0.25, 60.13), ("V3-Small", "v3_small", 0.5, 66.37),
             ("V3-Small", "v3_small", 1.0, 69.44), ("V3-Large", "v3_large", 0.25, 65.03),
@@ -93,64 +94,26 @@ def device_args(dry: bool) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ throughput
-def fit_images_per_second(config: str, data_dir: Path, work: Path, batch: int, steps: int, skip: int,
-                          compile: bool, dry: bool) -> tuple[float, float]:
-    """(images/s over steps skip..skip+steps, seconds to the end of the first step) of one ``fit``."""
-    import lightning as L
-
-    from mobilenet_lab.cli import MobileNetCLI
-
-    marks: dict[str, float] = {}
-
-    class Timer(L.Callback):
-        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
-            if trainer.global_step in (1, skip, skip + steps):
-                marks[f"step{trainer.global_step}"] = clock()
-
+def fit_rate(config: str, data_dir: Path, work: Path, batch: int, steps: int, skip: int, compile: bool,
+             dry: bool) -> tuple[float, float, Any]:
+    """(images/s, seconds to the end of the first step, the module) of one ``fit`` of ``config`` + the recipe."""
     args = ["--config", str(ROOT / "configs" / f"{config}.yaml"), "--config", str(ROOT / RECIPE),
             *device_args(dry), f"--data.data_dir={data_dir}", f"--data.batch_size={batch}", "--data.val_size=0",
             f"--trainer.max_steps={skip + steps}", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
             "--trainer.enable_model_summary=false", f"--model.init_args.compile={str(compile).lower()}",
             f"--trainer.logger.init_args.save_dir={work / 'logs'}", "--trainer.logger.init_args.name=throughput",
             f"--checkpoint.root={work / 'checkpoints'}"]
-    cli = MobileNetCLI(args=args, run=False)
-    cli.trainer.callbacks.append(Timer())
-    start = clock()
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return steps * batch / (marks[f"step{skip + steps}"] - marks[f"step{skip}"]), marks["step1"] - start
+    return fit_images_per_second(args, steps, skip)
 
 
-def bare_images_per_second(name: str, batch: int, steps: int, skip: int, compile: bool) -> tuple[float, float]:
-    """The same numbers for a bare loop over torchvision's network (ours for V1) on batches already in memory."""
-    from mobilenet_lab.models import create_model
-    from mobilenet_lab.tools.benchmark import torchvision_reference
-
+def bare_rate(description: Any, batch: int, steps: int, skip: int, compile: bool) -> tuple[float, float]:
+    """The same numbers for the bare loop over torchvision's network of ``description`` (ours where it has none)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    model = torchvision_reference(name, 1.0, 100, "cifar") or create_model(name, num_classes=100, stem="cifar")
-    model = model.to(device, memory_format=torch.channels_last).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.4, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    forward = torch.compile(model) if compile else model
-    data = [(torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last),
-             torch.randint(0, 100, (batch,), device=device)) for _ in range(4)]
-
-    def step(i: int) -> None:
-        x, y = data[i % len(data)]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = torch.nn.functional.cross_entropy(forward(x).float(), y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    watch = Stopwatch()
-    step(0)
-    first = watch.stop()
-    for i in range(1, skip):
-        step(i)
-    watch.start()
-    for i in range(steps):
-        step(i)
-    return steps * batch / watch.stop(), first
+    model = bare_model(description).to(device, memory_format=torch.channels_last).train()
+    step = train_step(model, random_batches(4, batch, 32, description.num_classes, device),
+                      bf16=device.type == "cuda", compile=compile)
+    return bare_images_per_second(step, batch, steps, skip)
 
 
 def throughput(out: Path, work: Path, dry: bool, deadline: float, models: list[str], fit_compile: bool) -> None:
@@ -158,7 +121,7 @@ def throughput(out: Path, work: Path, dry: bool, deadline: float, models: list[s
     batch, steps, skip, rounds = (4, 2, 1, 1) if dry else (512, 60, 15, 2)
     data_dir = write_random_archive(work / "random", *((32, 8) if dry else (50_000, 1_000)))
     rows = []
-    for label, config, name in VERSIONS:
+    for label, config in VERSIONS:
         if label not in models:
             continue
         if time.monotonic() > deadline:
@@ -166,9 +129,9 @@ def throughput(out: Path, work: Path, dry: bool, deadline: float, models: list[s
             continue
         fits, bares, fit_first, bare_first = [], [], [], []
         for _ in range(rounds):  # interleaved: fit, bare, fit, bare
-            rate, first = fit_images_per_second(config, data_dir, work, batch, steps, skip, False, dry)
+            rate, first, module = fit_rate(config, data_dir, work, batch, steps, skip, False, dry)
             fits.append(rate), fit_first.append(first)
-            rate, first = bare_images_per_second(name, batch, steps, skip, not dry)
+            rate, first = bare_rate(module.model.description, batch, steps, skip, not dry)
             bares.append(rate), bare_first.append(first)
         ratios = [f / b for f, b in zip(fits, bares)]
         row = {
@@ -179,7 +142,7 @@ def throughput(out: Path, work: Path, dry: bool, deadline: float, models: list[s
             "device": device_name(), "torch": torch.__version__,
         }
         if fit_compile:
-            rate, first = fit_images_per_second(config, data_dir, work, batch, steps, skip, not dry, dry)
+            rate, first, _ = fit_rate(config, data_dir, work, batch, steps, skip, not dry, dry)
             row.update(fit_compiled_img_s=round(rate), fit_compile_s=round(first, 1))
         rows.append(row)
         print(f"throughput: {row}", flush=True)

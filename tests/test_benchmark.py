@@ -1,6 +1,7 @@
 """The benchmark tool at a tiny sweep: files, columns, sane numbers, torchvision reference, errors."""
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,7 +85,7 @@ def test_table_reports_what_the_clock_measured(tmp_path, monkeypatch):
         return run
 
     monkeypatch.setattr(measure, "_inference_fn", lambda m, x: advancing(real_inference_fn(m, x)))
-    monkeypatch.setattr(measure, "_train_fn", lambda m, x, y: advancing(lambda: None))
+    monkeypatch.setattr(measure, "train_step", lambda m, batches: advancing(lambda: None))
     rows = benchmark.main(["--models", "mobilenet_v1", *TINY, "--out", str(tmp_path)])
     (row,) = rows
     assert row["latency_ms"] == pytest.approx(2.0) and row["latency_p90_ms"] == pytest.approx(2.0)
@@ -132,3 +133,86 @@ def test_cuda_beside_cpu_is_skipped_with_a_note(capsys):
 
     assert measure._devices(["cpu", "cuda"]) == ["cpu"]
     assert "skipping --devices cuda" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the bare loop and fit, as every script times them
+def test_bare_step_trains_the_model_on_each_batch_in_turn():
+    from mobilenet_lab.tools.benchmark.loops import random_batches, train_step
+
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v1", width_mult=0.25, num_classes=10, stem="cifar").train()
+    batches = random_batches(2, 4, 16, 10, channels_last=True)
+    assert [x.shape for x, _ in batches] == [(4, 3, 16, 16)] * 2 and batches[0][0].is_contiguous(
+        memory_format=torch.channels_last) and all(int(y.max()) < 10 for _, y in batches)
+    seen = []
+    model.register_forward_hook(lambda m, args, out: seen.append(args[0].data_ptr()))
+    before = [p.detach().clone() for p in model.parameters()]
+    step = train_step(model, batches)
+    for _ in range(3):
+        step()
+    assert seen == [batches[0][0].data_ptr(), batches[1][0].data_ptr(), batches[0][0].data_ptr()]
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()) if a.ndim == 4)
+
+
+def test_bare_model_is_torchvisions_where_it_builds_the_same_network():
+    from mobilenet_lab.models import describe
+    from mobilenet_lab.tools.benchmark.loops import bare_model
+
+    v3 = describe("mobilenet_v3_small", num_classes=100, stem="cifar")
+    assert type(bare_model(v3)).__module__.startswith("torchvision")
+    assert count_params(bare_model(v3)) == count_params(create_model(v3))
+    for ours in (describe("mobilenet_v1", num_classes=100, stem="cifar"), v3.replace(width_mult=0.5),
+                 v3.replace(downsamples_removed=3)):
+        assert type(bare_model(ours)).__module__.startswith("mobilenet_lab")
+    assert type(bare_model(v3, impl="ours")).__module__.startswith("mobilenet_lab")
+
+
+def test_bare_images_per_second_times_only_the_steps_after_the_skipped_ones(monkeypatch):
+    from mobilenet_lab.tools import timing
+    from mobilenet_lab.tools.benchmark.loops import bare_images_per_second
+
+    now = [0.0]
+    monkeypatch.setattr(timing, "_clock", lambda: now[0])
+    costs = iter([5.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5])  # first step (compile), 2 more skipped, 4 timed
+
+    def step():
+        now[0] += next(costs)
+
+    rate, first = bare_images_per_second(step, batch=8, steps=4, skip=3)
+    assert first == 5.0 and rate == pytest.approx(4 * 8 / 2.0)
+
+
+def test_fit_images_per_second_times_the_training_command_itself(tiny_cifar, tmp_path):
+    from mobilenet_lab.tools.benchmark.loops import fit_images_per_second
+
+    config = Path(__file__).resolve().parents[1] / "configs/quickstart.yaml"
+    args = ["--config", str(config), f"--data.data_dir={tiny_cifar}", "--data.batch_size=8",
+            "--data.val_size=0", "--model.init_args.width_mult=0.25", "--trainer.max_steps=4",
+            "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path}", f"--checkpoint.root={tmp_path}/checkpoints"]
+    rate, first, module = fit_images_per_second(args, steps=2, skip=2)
+    assert rate > 0 and first > 0 and module.trainer.global_step == 4
+    assert module.model.description.name == "mobilenet_v3_small" and module.model.description.width_mult == 0.25
+    with pytest.raises(RuntimeError, match="before step 6"):
+        fit_images_per_second(args, steps=4, skip=2)
+
+
+def _script(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bare_loop_script_times_the_bare_step_and_refuses_bad_flags_in_one_line():
+    bare_loop = _script("bare_loop")
+    rate = bare_loop.main(["--model", "mobilenet_v1", "--impl", "ours", "--width", "0.25", "--batch_size", "4",
+                           "--windows", "2", "--steps", "1", "--warmup", "0", "--threads", "1"])
+    assert rate > 0
+    with pytest.raises(UserError, match="^--batch_size must be > 0, got 0$"):
+        bare_loop.main(["--batch_size", "0"])
+    with pytest.raises(UserError, match="torchvision has no mobilenet_v3_small .* at width 0.5; use --impl ours"):
+        bare_loop.main(["--model", "mobilenet_v3_small", "--width", "0.5"])

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from jsonargparse import Namespace
 from torch import nn
 
 from ...errors import UserError
 from ...models import count_macs, count_params, create_model
 from ..timing import interleaved, median, summary_ms
+from .loops import train_step
 from .reference import torchvision_reference
 
 __all__ = ["COLUMNS", "HARDWARE_COLUMNS", "cpu_model", "hardware_info", "load_average", "run_benchmark"]
@@ -74,17 +74,6 @@ def _inference_fn(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
     return run
 
 
-def _train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], Any]:
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-    return step
-
-
 def _batch(n: int, size: int, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = torch.randn(n, 3, size, size, device=device)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -117,7 +106,7 @@ def _measure(
         yt = torch.randint(0, args.num_classes, (args.train_batch_size,), device=device)
         for m in models:
             m.train()
-        tr = interleaved([_train_fn(m, xt, yt) for m in models], args.batch_warmup, args.batch_runs)
+        tr = interleaved([train_step(m, [(xt, yt)]) for m in models], args.batch_warmup, args.batch_runs)
         for r, t in zip(results, tr):
             r["train_img_s"] = args.train_batch_size / median(t)
         for m in models:
