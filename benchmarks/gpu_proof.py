@@ -63,6 +63,7 @@ RECIPE = "configs/recipes/short.yaml"
 VARIANTS: dict[str, list[str]] = {
     "short, EMA of the weights": [f"--config={ROOT / 'configs/recipes/ema.yaml'}"],
     "short, batch 512 (gpu preset)": ["--data.batch_size=512"],
+    "short, batch 64": ["--data.batch_size=64"],
     "shipped 200-epoch recipe": ["--no_recipe"],
     "short, seed 1": ["--seed_everything=1"],
     "short, lr 0.3 per 128": ["--model.init_args.optimizer.init_args.lr=0.3"],
