@@ -6,9 +6,9 @@ from the config by the same CLI (`mobilenet_lab.tools.benchmark.loops.fit_images
 bare side is torchvision's network of the fitted model's description (ours where torchvision has
 none) trained by the bare step on float tensors already in memory (`loops.train_step`). The
 framework side reads the real CIFAR-100 through the data module (uint8 in memory, crop/flip/normalise
-on the device), updates torchmetrics and logs to TensorBoard; validation and checkpoints are off.
+on the device), updates torchmetrics, logs to TensorBoard and writes its checkpoint; validation is off.
 
-    python benchmarks/fit_vs_bare.py --config configs/quickstart.yaml --data_dir ../shared/datasets
+    python benchmarks/fit_vs_bare.py --fit_config configs/quickstart.yaml --data_dir ../shared/datasets
 
 Prints each round's images/s and the median ratio fit / bare (1.0 = no overhead).
 """
@@ -54,13 +54,12 @@ def main(argv: list[str] | None = None) -> float:
         raise UserError(f"--fit_config {args.fit_config}: no such file")
     fits, bares = [], []
     with tempfile.TemporaryDirectory() as logdir:
+        fit_args = ["--config", str(args.fit_config), f"--data.data_dir={args.data_dir}",
+                    f"--trainer.max_steps={args.skip + args.steps}", "--trainer.accelerator=cpu",
+                    "--trainer.devices=1", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+                    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+                    f"--trainer.logger.init_args.save_dir={logdir}", f"--checkpoint.root={logdir}/checkpoints"]
         for r in range(args.rounds):
-            fit_args = ["--config", str(args.fit_config), f"--data.data_dir={args.data_dir}",
-                        f"--trainer.max_steps={args.skip + args.steps}", "--trainer.accelerator=cpu",
-                        "--trainer.devices=1", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
-                        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-                        f"--trainer.logger.init_args.save_dir={logdir}",
-                        f"--checkpoint.root={logdir}/checkpoints"]
             rate, _, module = fit_images_per_second(fit_args, args.steps, args.skip)
             fits.append(rate)
             batch = module.trainer.datamodule.batch_size
