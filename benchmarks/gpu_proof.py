@@ -262,10 +262,14 @@ def table(out: Path, work: Path, data_dir: Path, dry: bool, deadline: float, com
         print(f"table: {label} not started (deadline)", flush=True)
     rows = []
     for proc, meta in procs:
-        if proc.poll() is None:
+        stopped = proc.poll() is None
+        if stopped:
             proc.kill()
         proc.wait()
         proc.log.close()
+        if not stopped and proc.returncode != 0:  # a failed training says why, here and not only in logs.tar.gz
+            tail = Path(proc.log.name).read_text(errors="replace").splitlines()[-15:]
+            print(f"table: {proc.label} failed (exit {proc.returncode}):", *tail, sep="\n  ", flush=True)
         r = read_record(proc.record)
         final = r.get("test_acc")
         rows.append({
