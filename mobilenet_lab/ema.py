@@ -37,7 +37,7 @@ class EMAUpdate:
     (timm's ``ModelEmaV3`` warmup, gamma 1): early averages forget the random initial weights fast,
     so a short run's EMA is not dominated by them (with 0.999 and no warmup, the first 1,000 steps
     keep 37% of the initial weights). ``n`` is ``AveragedModel.n_averaged``, which checkpoints hold,
-    so the schedule resumes exactly. Computed on the parameters' device (no extra host sync).
+    so the schedule resumes exactly; :class:`EMA` passes a host mirror of it, so no update waits on a GPU.
 
     Args:
         decay: Final decay per update (0.999: an average over about the last 1,000 updates).
@@ -49,21 +49,27 @@ class EMAUpdate:
         self.decay = decay
         self.warmup_power = warmup_power
 
-    def decay_at(self, n_averaged: torch.Tensor | int) -> torch.Tensor:
-        """The decay of the update that follows ``n_averaged`` averaged updates (a 0-d float tensor)."""
-        n = torch.as_tensor(n_averaged).double()
+    def decay_at(self, n_averaged: int) -> float:
+        """The decay of the update that follows ``n_averaged`` averaged updates."""
         if self.warmup_power is None:
-            return torch.full_like(n, self.decay)
-        return (1 - (1 + n) ** -self.warmup_power).clamp(max=self.decay)
+            return self.decay
+        return min(self.decay, 1 - (1 + n_averaged) ** -self.warmup_power)
 
     @torch.no_grad()
-    def __call__(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
-        # AveragedModel calls this once per (device, dtype) group.
+    def apply(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: int) -> None:
+        """One update of tensors that share a device and dtype, after ``n_averaged`` updates (a host int).
+
+        The weight reaches ``_foreach_lerp_`` as a Python number: torch has no tensor-weight overload,
+        so a 0-d device tensor there would be read back to the host (a GPU sync) on every update.
+        """
         if torch.is_floating_point(averaged[0]):
-            weight = (1 - self.decay_at(n_averaged)).to(averaged[0].dtype)
-            torch._foreach_lerp_(averaged, current, weight)
+            torch._foreach_lerp_(averaged, current, 1 - self.decay_at(n_averaged))
         else:  # num_batches_tracked: a count, keep the live one
             torch._foreach_copy_(averaged, current)
+
+    def __call__(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        # AveragedModel.update_parameters calls this once per (device, dtype) group (EMA._update does not).
+        self.apply(averaged, current, int(n_averaged))
 
 
 class EMA(WeightAveraging):
@@ -112,8 +118,8 @@ class EMA(WeightAveraging):
 
         torch's version reads ``n_averaged`` back from the device twice per update (``bool(n == 0)``,
         ``n > 0``): on a GPU, two waits for the whole queued step, every step. Here a host-side count
-        mirrors it, read from the device once per fit or checkpoint load; the device count still feeds the
-        decay (:class:`EMAUpdate`) and the checkpoint.
+        mirrors it, read from the device once per fit or checkpoint load; it sets the decay
+        (:class:`EMAUpdate`), and the device count goes on counting for the checkpoint.
         """
         average = self._average_model
         assert average is not None
@@ -130,8 +136,8 @@ class EMA(WeightAveraging):
             for a, c in zip(averaged, current):
                 group = groups.setdefault((a.device, a.dtype), ([], []))
                 group[0].append(a), group[1].append(c)
-            for (device, _), (a, c) in groups.items():
-                self.update(a, c, average.n_averaged.to(device))
+            for a, c in groups.values():
+                self.update.apply(a, c, self._updates)
         average.n_averaged += 1
         self._updates += 1
 

@@ -82,6 +82,41 @@ def test_ema_equals_a_hand_computed_average_and_differs_from_the_live_weights(on
         torch.testing.assert_close(v, averaged[k])
 
 
+def test_an_ema_update_never_reads_a_tensor_back_to_the_host(one_thread):
+    """On a GPU every read of a device value (``.item()``, a 0-d tensor where torch wants a number) waits for
+    the whole queued step; tests/test_gpu.py caught one per EMA update on an H100. Here, on the CPU, the same
+    reads show up as ``aten._local_scalar_dense`` calls, which the update must not make (after the first
+    update of a fit, which reads the count once), while still averaging with the warmed-up decay."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostReads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.reads += func is torch.ops.aten._local_scalar_dense.default
+            return func(*args, **(kwargs or {}))
+
+    ema = EMA(decay=0.8, warmup_power=0.75)
+    module, _ = _tiny_fit([ema], steps=3)
+    average = ema._average_model
+    before = {k: v.clone() for k, v in average.module.state_dict().items()}
+    with torch.no_grad():  # the fit ended with the average copied into the module: make the live weights differ
+        for p in module.parameters():
+            p.add_(torch.randn_like(p))
+    live = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    with HostReads() as mode:
+        ema._update(module)
+    assert mode.reads == 0
+    assert int(average.n_averaged) == 4
+    assert any(not torch.equal(v, before[k]) for k, v in average.module.state_dict().items())
+    d = min(0.8, 1 - (1 + 3) ** -0.75)  # the decay after 3 updates
+    for k, v in average.module.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, d * before[k] + (1 - d) * live[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
 def test_ema_checkpoint_is_evaluated_with_its_average_by_test_and_load_model(tmp_path, tiny_cifar, monkeypatch,
                                                                             one_thread):
     """state_dict is the average, current_model_state the live weights; `test --ckpt_path` and load_model use the former."""
