@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 import tarfile
@@ -46,3 +47,21 @@ def test_gpu_proof_refuses_to_run_without_a_gpu_unless_dry(tmp_path: Path) -> No
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_proof.py"), "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--dry-run" in result.stderr
+
+
+@pytest.mark.slow  # ~15 s: two tiny trainings
+def test_gpu_proof_seeds_run_each_training_once_per_seed(tmp_path: Path) -> None:
+    out = tmp_path / "proof"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_proof.py"), "--dry-run", "--out", str(out),
+                             "--parts", "[table]", "--runs", '["V3-Small 0.25"]', "--seeds", "[0,3]"],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = list(csv.DictReader(open(out / "table.csv")))
+    assert [(r["run"], r["base"], r["seed"], r["exit"]) for r in table] == [
+        ("V3-Small 0.25", "V3-Small 0.25", "0", "0"), ("V3-Small 0.25, seed 3", "V3-Small 0.25", "3", "0")]
+    with tarfile.open(out / "logs.tar.gz") as tar:  # the seed reached the training
+        log = tar.extractfile("runs/V3_Small_0_25__seed_3.log").read().decode()
+    assert "Seed set to 3" in log
+    text = (out / "proof.md").read_text()
+    assert "over seeds" in text and re.search(r"\| V3-Small 0\.25 +\| +2 \|", text), text
+
