@@ -66,7 +66,7 @@ VARIANTS: dict[str, list[str]] = {
     "short, batch 512 (gpu preset)": ["--data.batch_size=512"],
     "short, batch 64": ["--data.batch_size=64"],
     "shipped 200-epoch recipe": ["--no_recipe"],
-    "short, lr 0.3 per 128": ["--model.init_args.optimizer.init_args.lr=0.3"],
+    "short, lr 0.2 per 128 (the recipe until 2026-11-26)": ["--model.init_args.optimizer.init_args.lr=0.2"],
     "short, weight decay 1e-4": ["--model.init_args.optimizer.init_args.weight_decay=1e-4"],
     "short, 45k train / 5k val (our protocol)": ["--data.val_size=5000"],
 }
