@@ -17,11 +17,12 @@ def __getattr__(name: str) -> Any:
         from . import models
 
         return getattr(models, name)
-    # The LightningModules, every class in modules.__all__ (configs say mobilenet_lab.MobileNetV2).
+    # The LightningModules: the version classes and ImageClassifier (configs say mobilenet_lab.MobileNetV2).
     # Capitalised names only: ``from mobilenet_lab import models`` asks here for the submodule
     # first, which must not import Lightning.
     if name[:1].isupper():
-        modules = importlib.import_module(f"{__name__}.modules")
-        if name in modules.__all__:
-            return getattr(modules, name)
+        for room in ("versions", "classifier"):
+            module = importlib.import_module(f"{__name__}.{room}")
+            if name in module.__all__:
+                return getattr(module, name)
     raise AttributeError(f"module 'mobilenet_lab' has no attribute {name!r}")

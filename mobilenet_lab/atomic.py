@@ -1,6 +1,6 @@
 """Atomic file writes: a file appears complete under its name, or not at all.
 
-The one helper behind checkpoint saving (:class:`~mobilenet_lab.callbacks.AtomicCheckpointIO`) and
+The one helper behind checkpoint saving (:class:`~mobilenet_lab.run_layout.AtomicCheckpointIO`) and
 export (``tools/export``): the writer fills a temporary file in the destination folder (same file
 system, so the final ``os.replace`` is atomic), which is then fsynced and renamed onto the
 destination, and the folder is fsynced so that the rename survives a power cut. A kill or an error

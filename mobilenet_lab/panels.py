@@ -12,15 +12,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
 from .confusion import CONFUSION_CSV, confusion_figure, confusion_markdown, most_confused, worst_classes, write_confusion_csv
 from .data.normalize import denormalize
+from .run_layout import run_folder
 
 __all__ = ["TestPanels", "PredictionWriter", "prediction_grid"]
-
-
-def _run_folder(trainer: L.Trainer) -> str:
-    """:func:`mobilenet_lab.callbacks.run_folder` (imported on use: callbacks imports this module)."""
-    from .callbacks import run_folder as folder
-
-    return folder(trainer)
 
 
 class TestPanels(Callback):
@@ -71,7 +65,7 @@ class TestPanels(Callback):
                         confusion_markdown(pairs, ("true class", "predicted as", "images", "share of class")), step)
         writer.add_text("test/worst_classes", confusion_markdown(
             worst_classes(confusion, names, self.top_k), ("class", "accuracy", "images")), step)
-        write_confusion_csv(confusion, names, Path(_run_folder(trainer)) / CONFUSION_CSV)
+        write_confusion_csv(confusion, names, Path(run_folder(trainer)) / CONFUSION_CSV)
 
 
 def _tensorboard(trainer: L.Trainer) -> Any:
@@ -126,7 +120,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._names = pl_module.class_names or list(getattr(trainer.datamodule, "class_names", None) or [])
-        folder = Path(_run_folder(trainer))
+        folder = Path(run_folder(trainer))
         folder.mkdir(parents=True, exist_ok=True)
         rank = "" if trainer.world_size == 1 else f".rank{trainer.global_rank}"
         self.path = folder / (Path(self.filename).stem + rank + Path(self.filename).suffix)

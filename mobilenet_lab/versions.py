@@ -1,16 +1,16 @@
 """One thin LightningModule per version: that version's options with its defaults, nothing else.
 
 Each class sets ``model_name`` (a registered model) and so registers itself in
-:data:`mobilenet_lab.modules.VERSION_MODULES`; loss, metrics and optimisation are
-:class:`~mobilenet_lab.modules.ImageClassifier`'s. ``mobilenet_lab.modules`` re-exports these
-classes, so class paths written by older configs and checkpoints keep resolving.
+:data:`mobilenet_lab.classifier.VERSION_MODULES`; loss, metrics and optimisation are
+:class:`~mobilenet_lab.classifier.ImageClassifier`'s. Configs name them ``mobilenet_lab.MobileNetV2``
+(the package resolves the short path) or ``mobilenet_lab.versions.MobileNetV2``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from .modules import VERSION_MODULES, ImageClassifier, Stem, cifar_defaults
+from .classifier import VERSION_MODULES, ImageClassifier, Stem, cifar_defaults
 
 _V1 = cifar_defaults("mobilenet_v1")
 _V2 = cifar_defaults("mobilenet_v2")
@@ -70,6 +70,8 @@ class _InvertedResidualNetwork(ImageClassifier):
     ) -> None:
         options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed, dropout=dropout)
         super().__init__(self.model_name, options, **kwargs)
+
+
 class MobileNetV2(_InvertedResidualNetwork):
     """MobileNetV2 (Sandler et al., 2018) on CIFAR-100; the 1280 last conv is never reduced."""
 

@@ -176,7 +176,7 @@ def test_overfit_one_batch_drives_loss_near_zero(tiny_cifar: Path):
     from torch import nn
 
     from mobilenet_lab.data import CIFAR100DataModule
-    from mobilenet_lab.modules import MobileNetV2
+    from mobilenet_lab.versions import MobileNetV2
 
     torch.manual_seed(0)
     data = CIFAR100DataModule(data_dir=str(tiny_cifar), batch_size=32, augment="none", val_size=0)
@@ -308,7 +308,7 @@ def test_trainer_plugins_from_the_command_line_reach_the_trainer(tmp_path: Path,
     from lightning.fabric.plugins import TorchCheckpointIO
     from lightning.pytorch.plugins import DoublePrecision
 
-    from mobilenet_lab.callbacks import AtomicCheckpointIO
+    from mobilenet_lab.run_layout import AtomicCheckpointIO
 
     monkeypatch.chdir(tmp_path)
     base = ["--config", str(ROOT / "configs/quickstart.yaml"), "--model.init_args.width_mult=0.25"]

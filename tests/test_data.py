@@ -448,7 +448,7 @@ def test_lightning_mid_epoch_resume_replays_the_same_batches(tiny_cifar: Path, t
     """
     import lightning as L
 
-    from mobilenet_lab.callbacks import ResumeTrainLoader
+    from mobilenet_lab.resume import ResumeTrainLoader
 
     class Probe(L.LightningModule):
         def __init__(self, log: list) -> None:

@@ -114,8 +114,9 @@ def test_models_and_load_model_import_no_lightning(tmp_path):
 
 def test_every_version_has_one_module_found_by_name():
     import mobilenet_lab
-    from mobilenet_lab import modules
-    from mobilenet_lab.cli import _version_class_path
+    import mobilenet_lab
+    from mobilenet_lab import versions as modules
+    from mobilenet_lab.from_checkpoint import _version_class_path
 
     assert sorted(modules.VERSION_MODULES) == list_models()  # one LightningModule per registered model
     assert modules.VERSION_MODULES["mobilenet_v4_conv_small"] is modules.MobileNetV4ConvSmall
@@ -124,7 +125,7 @@ def test_every_version_has_one_module_found_by_name():
         assert getattr(mobilenet_lab, cls.__name__) is cls  # configs' class_path: mobilenet_lab.<Class>
         checkpoint = {"mobilenet_lab": {"model_config": describe(name).to_dict()}}
         assert _version_class_path(checkpoint) == f"mobilenet_lab.versions.{cls.__name__}"
-        assert getattr(modules, cls.__name__) is cls  # older checkpoints' mobilenet_lab.modules.<Class>
+        assert getattr(mobilenet_lab, cls.__name__) is cls  # configs' short class path mobilenet_lab.<Class>
 
     class Custom(modules.MobileNetV4ConvSmall):  # a user's subclass does not take the name over
         model_name = "mobilenet_v4_conv_small"
@@ -135,7 +136,7 @@ def test_every_version_has_one_module_found_by_name():
 
 
 def test_version_modules_take_their_defaults_from_the_description():
-    from mobilenet_lab.modules import VERSION_MODULES, cifar_defaults
+    from mobilenet_lab.classifier import VERSION_MODULES, cifar_defaults
 
     for cls in VERSION_MODULES.values():
         defaults = cifar_defaults(cls.model_name)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from mobilenet_lab.distill import Distillation, Teacher, distillation_loss
 from mobilenet_lab.errors import UserError
-from mobilenet_lab.modules import MobileNetV2, MobileNetV3Small
+from mobilenet_lab.versions import MobileNetV2, MobileNetV3Small
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _trainer(max_steps: int = -1, max_epochs: int | None = None, callbacks=(), **kwargs):
     import lightning as L
 
-    from mobilenet_lab.callbacks import AtomicCheckpointIO
+    from mobilenet_lab.run_layout import AtomicCheckpointIO
 
     return L.Trainer(max_steps=max_steps, max_epochs=max_epochs, logger=False, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
@@ -160,7 +160,7 @@ def test_distill_and_ema_from_configs_and_the_command_line(tmp_path, monkeypatch
     """Any student version takes the option group; the example config and the EMA recipe compose with a version's."""
     from mobilenet_lab.cli import MobileNetCLI
     from mobilenet_lab.ema import EMA
-    from mobilenet_lab.modules import MobileNetV1
+    from mobilenet_lab.versions import MobileNetV1
 
     monkeypatch.chdir(tmp_path)
     cli = MobileNetCLI(args=["--config", str(ROOT / "configs/v3_small.yaml"),

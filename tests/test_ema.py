@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from mobilenet_lab.ema import EMA, EMAUpdate
 from mobilenet_lab.errors import UserError
-from mobilenet_lab.modules import MobileNetV3Small
+from mobilenet_lab.versions import MobileNetV3Small
 
 ROOT = Path(__file__).resolve().parents[1]
 EMA_RECIPE = str(ROOT / "configs/recipes/ema.yaml")
@@ -22,7 +22,7 @@ def _tiny_fit(callbacks, steps: int = 6, num_classes: int = 10, **trainer_kwargs
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
-    from mobilenet_lab.callbacks import AtomicCheckpointIO
+    from mobilenet_lab.run_layout import AtomicCheckpointIO
 
     torch.manual_seed(0)
     module = MobileNetV3Small(width_mult=0.25, num_classes=num_classes, bn_momentum=0.5,

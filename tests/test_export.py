@@ -26,7 +26,7 @@ pytest.importorskip("onnxscript")
 import lightning  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from mobilenet_lab import modules  # noqa: E402
+from mobilenet_lab import versions as modules  # noqa: E402
 from mobilenet_lab.errors import CheckpointError, UserError  # noqa: E402
 from mobilenet_lab.inference import load_model  # noqa: E402
 from mobilenet_lab.tools import export as ex  # noqa: E402

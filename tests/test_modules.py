@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mobilenet_lab.modules import VERSION_MODULES, MobileNetV1, MobileNetV2, MobileNetV3Large, MobileNetV3Small
+from mobilenet_lab.versions import VERSION_MODULES, MobileNetV1, MobileNetV2, MobileNetV3Large, MobileNetV3Small
 from mobilenet_lab.schedules import MultiStep, OneCycle, WarmupCosine
 
 
@@ -82,7 +82,7 @@ def test_load_model_reproduces_the_module(tmp_path):
     from torch.utils.data import DataLoader, TensorDataset
 
     from mobilenet_lab import load_model
-    from mobilenet_lab.callbacks import AtomicCheckpointIO
+    from mobilenet_lab.run_layout import AtomicCheckpointIO
 
     torch.manual_seed(0)
     module = MobileNetV3Small(width_mult=0.25, num_classes=100)

@@ -53,12 +53,12 @@ def logdir(tmp_path):
         "train/loss": [(s, 4.6 - 0.05 * s, T0 + s) for s in range(30)],
         "val/acc": [(10 * (e + 1) - 1, v, T0 + 10 * (e + 1)) for e, v in enumerate(val)],
     }
-    _run(root, "mobilenet", 0, fit, _config("mobilenet_lab.modules.MobileNetV3Small", v3_args),
-         {"num_classes": 100, **v3_args, "_class_path": "mobilenet_lab.modules.MobileNetV3Small"})
+    _run(root, "mobilenet", 0, fit, _config("mobilenet_lab.versions.MobileNetV3Small", v3_args),
+         {"num_classes": 100, **v3_args, "_class_path": "mobilenet_lab.versions.MobileNetV3Small"})
     # Two test runs of version_0's checkpoint: the later one counts.
     for version, acc, wall in ((1, 0.31, T0 + 100), (2, 0.33, T0 + 200)):
         _run(root, "mobilenet", version, {"test/acc": [(0, acc, wall)], "epoch": [(0, 0, wall)]},
-             _config("mobilenet_lab.modules.MobileNetV3Small", v3_args,
+             _config("mobilenet_lab.versions.MobileNetV3Small", v3_args,
                      ckpt_path=f"checkpoints/mobilenet/version_0/epoch001-val_acc{acc:.4f}.ckpt"))
     # A fit run with hparams.yaml only (no config.yaml), the generic ImageClassifier, no epoch scalar.
     _run(root, "v2", 0, {"val/acc": [(9, 0.2, T0), (19, 0.25, T0 + 50)], "train/loss": [(0, 4.0, T0)]},
@@ -66,7 +66,7 @@ def logdir(tmp_path):
                   "num_classes": 10})
     # A test run of a checkpoint that is not under this logdir: listed on its own.
     _run(root, "other", 0, {"test/acc": [(0, 0.5, T0)]},
-         _config("mobilenet_lab.modules.MobileNetV1", {"width_mult": 0.25}, ckpt_path="/elsewhere/x.ckpt"))
+         _config("mobilenet_lab.versions.MobileNetV1", {"width_mult": 0.25}, ckpt_path="/elsewhere/x.ckpt"))
     return root
 
 

@@ -259,7 +259,7 @@ def test_ddp_sigterm_stops_every_rank_at_one_step_and_resumes_exactly(rank, plat
 
 SAVER = """
 import sys, torch
-from mobilenet_lab.callbacks import AtomicCheckpointIO
+from mobilenet_lab.run_layout import AtomicCheckpointIO
 io = AtomicCheckpointIO()
 path = sys.argv[1]
 i = 0
@@ -271,7 +271,7 @@ while True:
 
 
 def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
-    from mobilenet_lab.callbacks import AtomicCheckpointIO
+    from mobilenet_lab.run_layout import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     for delay in (0.02, 0.05, 0.11, 0.17, 0.23, 0.31):

@@ -24,7 +24,7 @@ import yaml
 from optuna.trial import TrialState
 
 from mobilenet_lab.__main__ import main as cli
-from mobilenet_lab.callbacks import most_confused, worst_classes
+from mobilenet_lab.confusion import most_confused, worst_classes
 from mobilenet_lab.errors import UserError
 from mobilenet_lab.tools import report
 from mobilenet_lab.tools.sweep import results, spec as sweep_spec, storage as sweep_storage
@@ -460,10 +460,10 @@ def test_most_confused_pairs_and_worst_classes_by_name():
 def test_report_lists_the_confusions_of_a_tested_run(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from mobilenet_lab.callbacks import write_confusion_csv
+    from mobilenet_lab.confusion import write_confusion_csv
 
     logdir = tmp_path / "lightning_logs"
-    model = {"class_path": "mobilenet_lab.modules.MobileNetV3Small", "init_args": {"width_mult": 0.5}}
+    model = {"class_path": "mobilenet_lab.versions.MobileNetV3Small", "init_args": {"width_mult": 0.5}}
     for version, scalars, ckpt in ((0, {"val/acc": 0.4, "train/loss": 1.0}, None),
                                    (1, {"test/acc": 0.5}, "checkpoints/m/version_0/last.ckpt")):
         run = logdir / "m" / f"version_{version}"

@@ -8,8 +8,8 @@ imports the version files, which fills the registry.
 
 # The version files register themselves on import (as torchvision's models/__init__.py does).
 from . import mobilenet_v1, mobilenet_v2, mobilenet_v3, mobilenet_v4  # noqa: F401  (registration)
-from .base import STEMS, MobileNet
-from .description import ModelDescription, describe
+from .base import MobileNet
+from .description import STEMS, ModelDescription, describe
 from .layers import make_divisible
 from .profile import count_macs, count_params
 from .registry import check_model_args, create_model, list_models, model_options, register_model

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from .description import ModelDescription
 from .layers import StrideBudget
 
-if TYPE_CHECKING:
-    from .description import ModelDescription
-
-__all__ = ["MobileNet", "STEMS", "stride_budget"]
-
-#: Input stems: the papers' ImageNet stem, and the CIFAR adaptation that keeps early resolution.
-STEMS = {"imagenet": 0, "cifar": 2}
-#: Every MobileNet here has five stride-2 layers (output stride 32).
-NUM_DOWNSAMPLINGS = 5
+__all__ = ["MobileNet", "stride_budget"]
 
 
 def stride_budget(description: ModelDescription) -> StrideBudget:
-    """How many of the first stride-2 layers run at stride 1: the stem's default unless given.
-
-    The description is already validated (``ModelDescription.validate``).
-    """
-    removed = description.downsamples_removed
-    return StrideBudget(STEMS[description.stem] if removed is None else removed)
+    """The stride budget of a validated description (``ModelDescription.strides_removed``)."""
+    return StrideBudget(description.strides_removed)
 
 
 class MobileNet(nn.Module):

@@ -13,9 +13,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .base import NUM_DOWNSAMPLINGS, STEMS
+__all__ = ["ModelDescription", "describe", "add_version", "version_names", "STEMS", "NUM_DOWNSAMPLINGS"]
 
-__all__ = ["ModelDescription", "describe", "add_version", "version_names"]
+#: Input stems -> how many of the first stride-2 layers run at stride 1: the papers' ImageNet stem,
+#: and the CIFAR adaptation that keeps early resolution (4x4 final map at 32x32).
+STEMS = {"imagenet": 0, "cifar": 2}
+#: Every MobileNet here has five stride-2 layers (output stride 32).
+NUM_DOWNSAMPLINGS = 5
+#: Options that are training choices, not architecture: a checkpoint may differ from a config in these.
+TRAINING_OPTIONS = ("dropout",)
 
 # name -> (defaults, {option: valid values} for the options only that version has)
 _VERSIONS: dict[str, tuple[ModelDescription, dict[str, tuple[Any, ...]]]] = {}
@@ -69,6 +75,17 @@ class ModelDescription:
             elif value not in choices[option]:
                 raise ValueError(f"unknown {option} {value!r} for {self.name}; valid: {', '.join(choices[option])}")
         return self
+
+    @property
+    def strides_removed(self) -> int:
+        """How many of the first stride-2 layers run at stride 1: the stem's default unless given."""
+        return STEMS[self.stem] if self.downsamples_removed is None else self.downsamples_removed
+
+    def architecture_differences(self, other: ModelDescription) -> list[str]:
+        """The architecture options (every field but the training options) on which the two differ."""
+        a, b = self.to_dict(), other.to_dict()
+        keys = [f.name for f in dataclasses.fields(self) if f.name not in TRAINING_OPTIONS]
+        return [k for k in keys if a.get(k) != b.get(k)]
 
     def options(self) -> list[str]:
         """The option names this version takes (``name`` aside)."""

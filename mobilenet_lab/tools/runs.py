@@ -84,7 +84,7 @@ def run_description(config: dict[str, Any], hparams: dict[str, Any]) -> ModelDes
     (``_class_path``, or the generic ``ImageClassifier``'s ``model_name``); the module class turns
     them into a description (``modules.description_of``), options missing from both take its defaults.
     """
-    from ..modules import ImageClassifier, description_of
+    from ..classifier import ImageClassifier, description_of
 
     model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
     class_path = model_cfg.get("class_path") or hparams.get("_class_path") or ""

@@ -7,7 +7,7 @@ from jsonargparse import ArgumentParser
 from jsonargparse.typing import PositiveFloat, PositiveInt
 
 from ..models import count_macs, count_params, create_model, list_models
-from ..models.base import STEMS
+from ..models.description import STEMS
 from .arguments import ImageSize, parse, tool_parser
 from .tables import markdown_table
 

@@ -13,7 +13,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
 
 from ...errors import UserError
 from ...models import list_models
-from ...models.base import STEMS
+from ...models.description import STEMS
 from ..arguments import ImageSize, parse, tool_parser
 from ..tables import output_dir, write_report
 from ..timing import Stopwatch

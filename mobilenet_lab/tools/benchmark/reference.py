@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from ...models.base import STEMS
+from ...models.description import STEMS
 from ...models.torchvision import TORCHVISION_MODELS
 
 __all__ = ["TORCHVISION_MODELS", "torchvision_reference"]

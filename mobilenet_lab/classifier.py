@@ -1,9 +1,9 @@
-"""The classification system around a plain MobileNet, and one thin LightningModule per version.
+"""The classification system around a plain MobileNet: loss, metrics, optimisation, checkpoint contents.
 
 ``ImageClassifier`` owns loss, metrics and optimisation; the network itself is the plain
 ``nn.Module`` from :mod:`mobilenet_lab.models` (``self.model``), which is all that export needs.
-The version classes (``MobileNetV1`` ... ``MobileNetV4ConvLarge``) only expose that version's own
-options with their defaults, so ``--help`` documents them and jsonargparse rejects bad ones.
+The version classes (``MobileNetV1`` ... ``MobileNetV4ConvLarge``, :mod:`mobilenet_lab.versions`)
+subclass it and only expose that version's own options with their defaults.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from .checkpoint import DESCRIPTION_KEY, averaged_weights, saved_description
 from .distill import Distillation, Teacher
 from .errors import UserError
 from .models import ModelDescription, create_model, describe
+from .rng import gather_rng_states, this_rank_state
 from .schedules import ScheduleCallable, WarmupCosine
 
-# The version classes add themselves (end of file): a new version is one class here.
-__all__ = ["ImageClassifier", "VERSION_MODULES", "cifar_defaults", "description_of", "architecture_diff"]
+__all__ = ["ImageClassifier", "VERSION_MODULES", "cifar_defaults", "description_of", "architecture_diff",
+           "attached_trainer"]
 
 Stem = Literal["imagenet", "cifar"]
-#: What a checkpoint must agree on with a config: every option but dropout (a training choice).
-ARCHITECTURE_KEYS = ("name", "num_classes", "width_mult", "stem", "downsamples_removed", "activation")
 
 
 #: CIFAR-100's class count: the modules' default (the CLI links the data module's value).
@@ -69,7 +68,15 @@ def description_of(cls: type, init_args: dict[str, Any]) -> ModelDescription:
 def architecture_diff(saved: ModelDescription, ours: ModelDescription) -> list[str]:
     """``"key: checkpoint a vs config b"`` for each architecture option that differs."""
     a, b = saved.to_dict(), ours.to_dict()
-    return [f"{k}: checkpoint {a.get(k)!r} vs config {b.get(k)!r}" for k in ARCHITECTURE_KEYS if a.get(k) != b.get(k)]
+    return [f"{k}: checkpoint {a.get(k)!r} vs config {b.get(k)!r}" for k in saved.architecture_differences(ours)]
+
+
+def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
+    """The module's trainer, or None when it is not attached to one (``module.trainer`` raises then)."""
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
@@ -290,7 +297,8 @@ class ImageClassifier(L.LightningModule):
         optimizer = self.optimizer(self.parameter_groups())
         reference = self.hparams.lr_reference_batch_size
         if reference:
-            batch = getattr(self.trainer.datamodule, "batch_size", None) if self._trainer is not None else None
+            trainer = attached_trainer(self)
+            batch = getattr(trainer.datamodule, "batch_size", None) if trainer is not None else None
             if batch is None:
                 raise UserError("lr_reference_batch_size needs a data module with a batch_size")
             scale = batch * self.trainer.world_size * self.trainer.accumulate_grad_batches / reference
@@ -316,7 +324,7 @@ class ImageClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.raise_if_nonfinite()  # never write weights trained through a non-finite loss
         # Everything load_model() needs to rebuild the plain network, without this class.
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(attached_trainer(self), "datamodule", None)
         checkpoint[DESCRIPTION_KEY[0]] = {
             DESCRIPTION_KEY[1]: self.model.description.to_dict(),
             "class_names": list(getattr(datamodule, "class_names", None) or self.class_names),
@@ -327,9 +335,9 @@ class ImageClassifier(L.LightningModule):
         }
         # Exact resume: dropout draws from the global RNG, which Lightning does not checkpoint.
         # One state per rank (every rank builds the checkpoint; rank 0 writes it).
-        checkpoint["rng"] = {"torch": self._gather_rng(torch.get_rng_state())}
+        checkpoint["rng"] = {"torch": gather_rng_states(self, torch.get_rng_state())}
         if self.device.type == "cuda":
-            checkpoint["rng"]["cuda"] = self._gather_rng(torch.cuda.get_rng_state(self.device))
+            checkpoint["rng"]["cuda"] = gather_rng_states(self, torch.cuda.get_rng_state(self.device))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         try:
@@ -338,7 +346,8 @@ class ImageClassifier(L.LightningModule):
             raise UserError(f"the checkpoint's model description is not valid: {err}") from None
         if saved is None:
             return
-        fitting = getattr(getattr(self._trainer, "state", None), "fn", None) == "fit"
+        trainer = attached_trainer(self)
+        fitting = getattr(getattr(trainer, "state", None), "fn", None) == "fit"
         if averaged_weights(checkpoint) and not fitting:  # (a resumed fit restores the live weights too)
             rank_zero_info(f"evaluating the checkpoint's {averaged_weights(checkpoint)}")
         diff = architecture_diff(saved, self.model.description)
@@ -349,40 +358,10 @@ class ImageClassifier(L.LightningModule):
         self.best_val_acc = checkpoint["mobilenet_lab"].get("best_val_acc", 0.0)
         self.class_names = list(checkpoint["mobilenet_lab"].get("class_names") or [])
         rng = checkpoint.get("rng", {})
-        state = _rank_state(rng.get("torch"), self._rank_and_world())
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        state = this_rank_state(rng.get("torch"), rank, world)
         if state is not None:
             torch.set_rng_state(state)
-        state = _rank_state(rng.get("cuda"), self._rank_and_world())
+        state = this_rank_state(rng.get("cuda"), rank, world)
         if state is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state(state)  # this rank's device (restored before the model moves there)
-
-    def _rank_and_world(self) -> tuple[int, int]:
-        trainer = self._trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-    def _gather_rng(self, state: torch.Tensor) -> list[torch.Tensor]:
-        """Every rank's RNG state (a list indexed by global rank); a collective under DDP."""
-        if self._rank_and_world()[1] == 1:
-            return [state]
-        gathered = self.all_gather(state.to(self.device))  # world x n (NCCL needs device tensors)
-        return [row.cpu().clone() for row in gathered]  # own storage: one file entry per state
-
-
-def _rank_state(states: Any, rank_and_world: tuple[int, int]) -> torch.Tensor | None:
-    """This rank's RNG state from a checkpoint: one per rank, or (older checkpoints) one for all."""
-    rank, world = rank_and_world
-    # A copy: set_rng_state reads a view's storage from its start (a row of a stacked tensor would
-    # give another rank's state, or garbage).
-    if isinstance(states, torch.Tensor):
-        return states.clone()  # older checkpoints kept one state (rank 0's; ranks seeded alike share it)
-    if isinstance(states, (list, tuple)) and len(states) == world:
-        return states[rank].clone()
-    return None  # another world size: no exact resume possible, keep the fresh state
-
-
-# The version classes (one short class each) live in versions.py; imported here so that
-# ``mobilenet_lab.modules.MobileNetV3Small`` (the class path older configs and checkpoints hold) resolves.
-from .versions import *  # noqa: E402,F401,F403
-from .versions import __all__ as _VERSION_NAMES  # noqa: E402
-
-__all__ += _VERSION_NAMES
