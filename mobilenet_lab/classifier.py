@@ -21,50 +21,17 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from .checkpoint import DESCRIPTION_KEY, averaged_weights, saved_description
 from .distill import Distillation, Teacher
 from .errors import UserError
-from .models import ModelDescription, create_model, describe
+from .models import ModelDescription, create_model
 from .rng import gather_rng_states, this_rank_state
 from .schedules import ScheduleCallable, WarmupCosine
 
-__all__ = ["ImageClassifier", "VERSION_MODULES", "cifar_defaults", "description_of", "architecture_diff",
-           "attached_trainer"]
+__all__ = ["ImageClassifier", "CIFAR100_CLASSES", "architecture_diff", "attached_trainer"]
 
 Stem = Literal["imagenet", "cifar"]
 
 
 #: CIFAR-100's class count: the modules' default (the CLI links the data module's value).
 CIFAR100_CLASSES = 100
-#: Registered model name -> its version LightningModule: every subclass that sets ``model_name``
-#: itself adds itself (the first class for a name keeps it), so ``test --ckpt_path`` finds the class
-#: of a checkpoint's model description without a list of versions.
-VERSION_MODULES: dict[str, type[ImageClassifier]] = {}
-
-
-def cifar_defaults(name: str) -> ModelDescription:
-    """The version's defaults for CIFAR training: its description with the CIFAR stem, 100 classes."""
-    return describe(name, stem="cifar", num_classes=CIFAR100_CLASSES)
-
-
-def description_of(cls: type, init_args: dict[str, Any]) -> ModelDescription:
-    """The ModelDescription a module class builds from these ``init_args`` (validated; ValueError if not).
-
-    A version class (``model_name`` set) takes its options from ``init_args`` and the rest from
-    :func:`cifar_defaults`; the generic :class:`ImageClassifier` from ``model_name``/``model_options``.
-    """
-    name = getattr(cls, "model_name", None)
-    if isinstance(name, str) and name:
-        base = cifar_defaults(name)
-        options = {k: v for k, v in init_args.items() if k in base.options() and k != "num_classes"}
-    else:
-        name = init_args.get("model_name")
-        if not name:
-            raise ValueError("the model names no registered network (model_name)")
-        base = describe(name, num_classes=CIFAR100_CLASSES)
-        options = dict(init_args.get("model_options") or {})
-    if init_args.get("num_classes") is not None:
-        options["num_classes"] = init_args["num_classes"]
-    return base.replace(**options)
-
-
 def architecture_diff(saved: ModelDescription, ours: ModelDescription) -> list[str]:
     """``"key: checkpoint a vs config b"`` for each architecture option that differs."""
     a, b = saved.to_dict(), ours.to_dict()
@@ -115,12 +82,6 @@ class ImageClassifier(L.LightningModule):
         test_time_flip: Validation, test and predict average the logits of each image and its
             horizontal mirror. An evaluation option: not saved, give it to ``test``/``validate``.
     """
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        name = cls.__dict__.get("model_name")
-        if isinstance(name, str) and name:
-            VERSION_MODULES.setdefault(name, cls)
 
     def __init__(
         self,

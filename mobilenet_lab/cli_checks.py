@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from .checkpoint import saved_description
-from .classifier import architecture_diff, description_of
+from .classifier import architecture_diff
+from .versions import description_of
 from .errors import UserError
 from .run_layout import RunCheckpoint
 

@@ -17,6 +17,10 @@ __all__ = [
     "load_pending_train_loader_state",
     "take_over_child_processes",
     "tensorboard_file_writer",
+    "averaged_model",
+    "averaging_device",
+    "latest_update_step",
+    "set_latest_update_step",
     "trial_id",
     "study_id",
 ]
@@ -84,6 +88,31 @@ def tensorboard_file_writer(experiment: Any) -> Any:
     writer itself; ``SummaryWriter`` exposes it only as ``_get_file_writer``.
     """
     return _get(experiment, "_get_file_writer", "TensorBoard's hparams writer")()
+
+
+def averaged_model(callback: Any) -> Any:
+    """The ``AveragedModel`` a ``WeightAveraging`` callback keeps (None outside ``fit``).
+
+    Lightning's ``WeightAveraging`` has no public accessor; :class:`mobilenet_lab.ema.EMA` replaces its
+    per-step update (torch's ``update_parameters`` syncs with the host twice per step on a GPU) and
+    must reach the average it updates.
+    """
+    return _get(callback, "_average_model", "WeightAveraging's averaged model")
+
+
+def averaging_device(callback: Any) -> Any:
+    """The device ``WeightAveraging`` was asked to keep the average on (None: the module's)."""
+    return _get(callback, "_device", "WeightAveraging's device")
+
+
+def latest_update_step(callback: Any) -> int:
+    """The global step of ``WeightAveraging``'s latest update (its guard against updating twice per step)."""
+    return int(_get(callback, "_latest_update_step", "WeightAveraging's latest update step"))
+
+
+def set_latest_update_step(callback: Any, step: int) -> None:
+    _get(callback, "_latest_update_step", "WeightAveraging's latest update step")
+    callback._latest_update_step = step
 
 
 # -------------------------------------------------------------------------------------- Optuna

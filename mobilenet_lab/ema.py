@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from .checkpoint import WEIGHTS_KEY
+from .compat import averaged_model, averaging_device, latest_update_step, set_latest_update_step
 from .errors import UserError
 
 __all__ = ["EMA", "EMAUpdate"]
@@ -109,9 +110,10 @@ class EMA(WeightAveraging):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         # Lightning's hook, with `_update` in place of AveragedModel.update_parameters.
-        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=trainer.global_step - 1):
+        step = trainer.global_step
+        if step > latest_update_step(self) and self.should_update(step_idx=step - 1):
             self._update(pl_module)
-            self._latest_update_step = trainer.global_step
+            set_latest_update_step(self, step)
 
     def _update(self, pl_module: L.LightningModule) -> None:
         """``AveragedModel.update_parameters`` (use_buffers=True) without its host syncs.
@@ -121,7 +123,7 @@ class EMA(WeightAveraging):
         mirrors it, read from the device once per fit or checkpoint load; it sets the decay
         (:class:`EMAUpdate`), and the device count goes on counting for the checkpoint.
         """
-        average = self._average_model
+        average = averaged_model(self)
         assert average is not None
         if self._updates is None:
             self._updates = int(average.n_averaged)  # the one read: at the first update of a fit or resume
@@ -146,8 +148,9 @@ class EMA(WeightAveraging):
         self._updates = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._average_model is not None and self._device is None:
-            self._average_model.to(pl_module.device)  # the module has reached its device by now
+        average = averaged_model(self)
+        if average is not None and averaging_device(self) is None:
+            average.to(pl_module.device)  # the module has reached its device by now
         warmup = (f", warming up as 1 - (1 + n)^-{self.update.warmup_power}"
                   if self.update.warmup_power is not None else "")
         rank_zero_info(f"EMA of the weights (decay {self.update.decay}{warmup}): validation, checkpoints "
@@ -156,14 +159,15 @@ class EMA(WeightAveraging):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
-        if self._average_model is not None:
+        average = averaged_model(self)
+        if average is not None:
             checkpoint[WEIGHTS_KEY] = {"kind": "ema", "decay": self.update.decay,
                                        "warmup_power": self.update.warmup_power,
-                                       "updates": int(self._average_model.n_averaged)}
+                                       "updates": int(average.n_averaged)}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
-        if self._average_model is None:
+        if averaged_model(self) is None:
             return  # validate/test/predict: the checkpoint's state_dict already is the average
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
         self._updates = None  # n_averaged came from the checkpoint: read it again at the next update

@@ -1,7 +1,8 @@
 """One thin LightningModule per version: that version's options with its defaults, nothing else.
 
-Each class sets ``model_name`` (a registered model) and so registers itself in
-:data:`mobilenet_lab.classifier.VERSION_MODULES`; loss, metrics and optimisation are
+Each class sets ``model_name`` (a registered model); :data:`VERSION_MODULES` maps the name to the
+class, so ``test --ckpt_path`` finds a checkpoint's class from its model description. Loss, metrics
+and optimisation are
 :class:`~mobilenet_lab.classifier.ImageClassifier`'s. Configs name them ``mobilenet_lab.MobileNetV2``
 (the package resolves the short path) or ``mobilenet_lab.versions.MobileNetV2``.
 """
@@ -10,7 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from .classifier import VERSION_MODULES, ImageClassifier, Stem, cifar_defaults
+from .classifier import CIFAR100_CLASSES, ImageClassifier, Stem
+from .models import ModelDescription, describe
+
+
+def cifar_defaults(name: str) -> ModelDescription:
+    """The version's defaults for CIFAR training: its description with the CIFAR stem, 100 classes."""
+    return describe(name, stem="cifar", num_classes=CIFAR100_CLASSES)
+
 
 _V1 = cifar_defaults("mobilenet_v1")
 _V2 = cifar_defaults("mobilenet_v2")
@@ -111,4 +119,34 @@ class MobileNetV4ConvLarge(_InvertedResidualNetwork):
     model_name = "mobilenet_v4_conv_large"
 
 
-__all__ = [cls.__name__ for cls in VERSION_MODULES.values() if cls.__module__ == __name__]
+#: Registered model name -> its version LightningModule (a user's subclass does not take a name over).
+VERSION_MODULES: dict[str, type[ImageClassifier]] = {
+    cls.model_name: cls
+    for cls in (MobileNetV1, MobileNetV2, MobileNetV3Large, MobileNetV3Small, MobileNetV4ConvSmall,
+                MobileNetV4ConvMedium, MobileNetV4ConvLarge)
+}
+
+
+def description_of(cls: type, init_args: dict[str, Any]) -> ModelDescription:
+    """The ModelDescription a module class builds from these ``init_args`` (validated; ValueError if not).
+
+    A version class (``model_name`` set) takes its options from ``init_args`` and the rest from
+    :func:`cifar_defaults`; the generic :class:`ImageClassifier` from ``model_name``/``model_options``.
+    """
+    name = getattr(cls, "model_name", None)
+    if isinstance(name, str) and name:
+        base = cifar_defaults(name)
+        options = {k: v for k, v in init_args.items() if k in base.options() and k != "num_classes"}
+    else:
+        name = init_args.get("model_name")
+        if not name:
+            raise ValueError("the model names no registered network (model_name)")
+        base = describe(name, num_classes=CIFAR100_CLASSES)
+        options = dict(init_args.get("model_options") or {})
+    if init_args.get("num_classes") is not None:
+        options["num_classes"] = init_args["num_classes"]
+    return base.replace(**options)
+
+
+__all__ = [cls.__name__ for cls in VERSION_MODULES.values()] + ["VERSION_MODULES", "cifar_defaults",
+                                                                  "description_of"]

@@ -1,9 +1,13 @@
-"""Shared fixtures: a tiny CIFAR-100 archive in the official format, the real data, a malicious pickle."""
+"""Shared fixtures: a tiny CIFAR-100 archive in the official format, the real data, a malicious pickle;
+and the one way tests run the command line in a subprocess (:func:`python_m`)."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -11,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN_PER_CLASS = 4
 TINY_TEST_PER_CLASS = 2
 TINY_CLASS_NAMES = [f"class_{i:02d}" for i in range(100)]
@@ -151,3 +156,38 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------- the command line in a subprocess
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a command-line subprocess: this checkout and ``tests/`` importable (callbacks
+    such as ``kill_points.SignalAt`` are named by class path), plus ``extra``."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), **extra}
+
+
+def cli_command(*args: object) -> list[str]:
+    """``python -m mobilenet_lab <args>`` as an argument list (for ``subprocess.Popen``)."""
+    return [sys.executable, "-m", "mobilenet_lab", *map(str, args)]
+
+
+def run_command(command: Sequence[str], cwd: Path, timeout: float = 900,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Runs a command to its end, output captured as text."""
+    return subprocess.run(list(command), cwd=cwd, env=env or cli_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def python_m(args: Sequence[object], cwd: Path, timeout: float = 900,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m mobilenet_lab <args>`` in ``cwd``, to its end, output captured as text."""
+    return run_command(cli_command(*args), cwd, timeout=timeout, env=env)
+
+
+def assert_imports_no_lightning(code: str) -> None:
+    """Runs ``code`` in a fresh interpreter and asserts it imported no Lightning (nor torchmetrics):
+    models, the data reader, export and inference must work with torch alone."""
+    check = (code + "\nimport sys\n"
+             "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('lightning', 'pytorch_lightning', 'torchmetrics'))\n"
+             "assert not bad, bad\n")
+    result = run_command([sys.executable, "-c", check], cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

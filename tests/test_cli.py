@@ -13,6 +13,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import python_m
 from mobilenet_lab.cli import MobileNetCLI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +42,6 @@ def scalar_tags(log_dir: Path) -> set[str]:
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
     return tags
-
-
-def python_m(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "mobilenet_lab", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ pytest.importorskip("onnxscript")
 import lightning  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
+from conftest import cli_env, python_m  # noqa: E402
 from mobilenet_lab import versions as modules  # noqa: E402
 from mobilenet_lab.errors import CheckpointError, UserError  # noqa: E402
 from mobilenet_lab.inference import load_model  # noqa: E402
@@ -209,9 +210,7 @@ def torch_logits_of(ckpt: Path, x: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------- CLI
 def _cli(*args: object, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "mobilenet_lab", "export", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return python_m(["export", *args], cwd=REPO, timeout=timeout, env=cli_env(PYTHONWARNINGS="ignore"))
 
 
 def test_cli_bad_format_is_one_clear_line(checkpoints, tmp_path: Path) -> None:

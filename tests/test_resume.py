@@ -14,6 +14,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import cli_command, cli_env, run_command
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "configs/quickstart.yaml")
 RUN = Path("checkpoints/quickstart/version_0")
@@ -24,10 +26,10 @@ STEPS_PER_EPOCH = 18  # 300 training images in batches of 16
 def fit_command(data_dir: Path, *extra: str) -> list[str]:
     # V3-Small 0.25, 300 training images in batches of 16: 18 steps per epoch, 2 epochs,
     # deterministic algorithms (CPU), every step logged.
-    return [sys.executable, "-m", "mobilenet_lab", "fit", "--config", QUICK, f"--data.data_dir={data_dir}",
+    return cli_command("fit", "--config", QUICK, f"--data.data_dir={data_dir}",
             "--model.init_args.width_mult=0.25", "--data.batch_size=16", "--data.val_size=100",
             "--trainer.max_epochs=2", "--trainer.deterministic=true", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1", *extra]
+            "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1", *extra)
 
 
 def signal_at(moment: str, epoch: int, batch: int = 0, rank: int = -1, signal_name: str = "SIGKILL") -> list[str]:
@@ -38,12 +40,11 @@ def signal_at(moment: str, epoch: int, batch: int = 0, rank: int = -1, signal_na
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-            "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    return cli_env(CUBLAS_WORKSPACE_CONFIG=":4096:8")
 
 
 def run(command: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    return run_command(command, cwd, timeout=timeout, env=env())
 
 
 def load(path: Path) -> dict:

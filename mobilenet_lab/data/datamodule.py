@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mobilenet_lab.data import augment as aug
@@ -34,22 +33,22 @@ from mobilenet_lab.data.cifar100 import (
 )
 from mobilenet_lab.data.datasets import (
     AUGMENTS,
-    CROP_PADDING,
     STRONG_AUGMENTS,
     CIFAR100EvalDataset,
     CIFAR100TrainDataset,
-    TrainBatch,
     collate_batched,
+    check_int,
     split_indices,
 )
 from mobilenet_lab.data.loader import ResumableLoader
+from mobilenet_lab.data.on_device import OnDeviceBatches
 from mobilenet_lab.data.sampler import EpochKeySampler
 from mobilenet_lab.errors import DataError, UserError
 
 __all__ = ["CIFAR100DataModule"]
 
 
-class CIFAR100DataModule(L.LightningDataModule):
+class CIFAR100DataModule(OnDeviceBatches, L.LightningDataModule):
     """CIFAR-100 for Lightning: deterministic, resumable, with augmentation on the training device.
 
     Batches reach the model, after :meth:`on_after_batch_transfer`, as ``(images, targets)``:
@@ -110,12 +109,12 @@ class CIFAR100DataModule(L.LightningDataModule):
         images_on_device: bool | None = None,
     ) -> None:
         super().__init__()
-        _check_int("batch_size", batch_size, minimum=1)
+        check_int("batch_size", batch_size, minimum=1)
         if eval_batch_size is not None:
-            _check_int("eval_batch_size", eval_batch_size, minimum=1)
-        _check_int("num_workers", num_workers, minimum=0)
-        _check_int("image_size", image_size, minimum=8)
-        _check_int("seed", seed, minimum=None)
+            check_int("eval_batch_size", eval_batch_size, minimum=1)
+        check_int("num_workers", num_workers, minimum=0)
+        check_int("image_size", image_size, minimum=8)
+        check_int("seed", seed, minimum=None)
         if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
             raise UserError(f"val_size must be an image count or a fraction, got {val_size!r}; set --data.val_size")
         if isinstance(val_size, int) and not 0 <= val_size < 50_000:
@@ -148,7 +147,6 @@ class CIFAR100DataModule(L.LightningDataModule):
             raise UserError(f"images_on_device needs augment standard or none (augment={augment} runs per image "
                             "in the loader workers); set --data.images_on_device false")
         self.images_on_device = images_on_device
-        self._device_images: tuple[torch.device, Tensor] | None = None
         self.mixer = (
             aug.BatchMixer(NUM_CLASSES, self.mixup_alpha, self.cutmix_alpha)
             if self.mixup_alpha > 0 or self.cutmix_alpha > 0
@@ -161,7 +159,7 @@ class CIFAR100DataModule(L.LightningDataModule):
         self.val_dataset: CIFAR100EvalDataset | None = None
         self.test_dataset: CIFAR100EvalDataset | None = None
         self._train_sampler: EpochKeySampler | None = None
-        self._stats: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        self._init_on_device()
 
     # -- metadata ------------------------------------------------------------------------------
 
@@ -298,76 +296,7 @@ class CIFAR100DataModule(L.LightningDataModule):
     def _trainer_or_none(self) -> Any:
         return getattr(self, "trainer", None)
 
-    def _use_device_images(self, trainer: Any) -> bool:
-        if self.augment in STRONG_AUGMENTS:
-            return False
-        if self.images_on_device is not None:
-            return self.images_on_device
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
-
-    def _images_on(self, device: torch.device) -> Tensor:
-        """The training images on ``device`` (copied there once)."""
-        assert self.train_dataset is not None
-        if self._device_images is None or self._device_images[0] != device:
-            self._device_images = (device, self.train_dataset.images.to(device))
-        return self._device_images[1]
-
     @property
     def train_sampler(self) -> EpochKeySampler | None:
         """The sampler of the most recently created train loader (None before ``train_dataloader``)."""
         return self._train_sampler
-
-    # -- on-device transforms --------------------------------------------------------------------
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int = 0) -> Any:
-        """Finish the batch on the training device.
-
-        Training (:class:`TrainBatch`): crop + flip (standard), normalise, resize, random
-        erasing, mixup/cutmix, all seeded from the batch's keys. Evaluation and predict
-        batches (``(images, labels or names)``): normalise and resize only.
-
-        Returns:
-            ``(images, targets)``: float32 contiguous N x 3 x image_size x image_size, and
-            int64 labels, float N x 100 soft targets (mixup/cutmix), or the file names.
-        """
-        if isinstance(batch, TrainBatch):
-            return self._train_transform(batch)
-        images, second = batch
-        return self._to_model_input(images).contiguous(), second
-
-    def _to_model_input(self, images: Tensor) -> Tensor:
-        mean, std = self._mean_std(images.device)
-        return aug.resize(aug.normalize(images, mean, std), self.image_size)
-
-    def _mean_std(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        if device not in self._stats:
-            self._stats[device] = (
-                torch.tensor(CIFAR100_MEAN, device=device).view(1, 3, 1, 1),
-                torch.tensor(CIFAR100_STD, device=device).view(1, 3, 1, 1),
-            )
-        return self._stats[device]
-
-    def _train_transform(self, batch: TrainBatch) -> tuple[Tensor, Tensor]:
-        images, labels, params, seed = batch
-        if images is None:  # resident on the device: gather by key (key = epoch * N + index)
-            resident = self._images_on(params.device)
-            images = resident.index_select(0, params[:, 0].remainder(len(resident)))
-        if self.augment == "standard":
-            images = aug.pad_crop_flip(images, params[:, 1], params[:, 2], params[:, 3], CROP_PADDING)
-        x = self._to_model_input(images)
-        if self.random_erasing > 0:
-            g = torch.Generator().manual_seed(aug.derive_seed(seed, aug.STREAM_ERASE))
-            boxes = aug.sample_erasing_params(len(x), x.shape[-2], x.shape[-1], self.random_erasing, g)
-            x = aug.erase(x, boxes)
-        targets: Tensor = labels
-        if self.mixer is not None:
-            x, targets = self.mixer(x, labels, aug.derive_seed(seed, aug.STREAM_MIX))
-        return x.contiguous(), targets
-
-
-def _check_int(name: str, value: Any, minimum: int | None) -> None:
-    """UserError unless ``value`` is an int (not bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{name} must be an integer, got {value!r}; set --data.{name}")
-    if minimum is not None and value < minimum:
-        raise UserError(f"{name} must be >= {minimum}, got {value}; set --data.{name}")

@@ -194,7 +194,7 @@ def split_indices(n: int, val_size: int | float, seed: int) -> tuple[Tensor, Ten
     return perm[count:].sort().values, perm[:count].sort().values
 
 
-def _check_int(name: str, value: Any, minimum: int | None) -> None:
+def check_int(name: str, value: Any, minimum: int | None) -> None:
     """UserError unless ``value`` is an int (not bool) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise UserError(f"{name} must be an integer, got {value!r}; set --data.{name}")

@@ -1,8 +1,8 @@
 """Finished training runs, read from their log folders: config, hyperparameters, TensorBoard scalars.
 
-What ``report`` (and a sweep's table) tabulates: ``collect_runs`` walks
-``<logdir>/<name>/version_N/``, ``report_rows`` turns the runs into one row per fit (matched with
-the test runs of its checkpoints). No Lightning: the files are read as YAML and event files.
+What ``report`` (and a sweep's trials) tabulates: ``collect_runs`` walks
+``<logdir>/<name>/version_N/`` (``read_run`` reads one), ``report_rows`` turns the runs into one row
+per fit (matched with the test runs of its checkpoints). No Lightning: the files are read as YAML and event files.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import yaml
 
 from ..models import ModelDescription
 
-__all__ = ["collect_runs", "report_rows", "find_runs", "read_scalars", "read_yaml", "run_description",
+__all__ = ["collect_runs", "read_run", "report_rows", "find_runs", "read_scalars", "read_yaml", "run_description",
            "params_and_macs"]
 
 
@@ -84,7 +84,8 @@ def run_description(config: dict[str, Any], hparams: dict[str, Any]) -> ModelDes
     (``_class_path``, or the generic ``ImageClassifier``'s ``model_name``); the module class turns
     them into a description (``modules.description_of``), options missing from both take its defaults.
     """
-    from ..classifier import ImageClassifier, description_of
+    from ..classifier import ImageClassifier
+    from ..versions import description_of
 
     model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
     class_path = model_cfg.get("class_path") or hparams.get("_class_path") or ""
@@ -163,38 +164,40 @@ def _accelerator(config: dict[str, Any]) -> str:
 
 def collect_runs(logdir: Path) -> list[dict[str, Any]]:
     """Everything the report needs from each run folder, one dict per run."""
-    runs = []
-    for run_dir in find_runs(logdir):
-        config = read_yaml(run_dir / "config.yaml")
-        hparams = read_yaml(run_dir / "hparams.yaml")
-        scalars = read_scalars(run_dir)
-        description = run_description(config, hparams)
-        data_args = _data_args(config)
-        image_size = int(data_args.get("image_size") or hparams.get("image_size") or 32)
-        walls = [w for events in scalars.values() for w, _, _ in events]
-        val = [v for _, _, v in scalars.get("val/acc", [])]
-        test = [v for _, _, v in scalars.get("test/acc", [])]
-        if "epoch" in scalars:
-            epochs = int(max(v for _, _, v in scalars["epoch"])) + 1
-        else:
-            epochs = len(val)
-        is_test = bool(test) and "train/loss" not in scalars and "val/acc" not in scalars
-        runs.append({
-            "dir": run_dir,
-            "key": (run_dir.parent.name, run_dir.name),
-            "run": f"{run_dir.parent.name}/{run_dir.name}",
-            "description": description,
-            "image_size": image_size,
-            "epochs": epochs if not is_test else None,
-            "wall_time_s": (max(walls) - min(walls)) if walls else None,
-            "accelerator": _accelerator(config),
-            "best_val_acc": max(val) if val else None,
-            "last_test_acc": test[-1] if test else None,
-            "is_test": is_test,
-            "tested_run": _checkpoint_run(config.get("ckpt_path")) if is_test else None,
-            "last_wall": max(walls) if walls else 0.0,
-        })
-    return runs
+    return [read_run(run_dir) for run_dir in find_runs(logdir)]
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """Everything the report needs from one run folder (``<name>/<version>``)."""
+    config = read_yaml(run_dir / "config.yaml")
+    hparams = read_yaml(run_dir / "hparams.yaml")
+    scalars = read_scalars(run_dir)
+    description = run_description(config, hparams)
+    data_args = _data_args(config)
+    image_size = int(data_args.get("image_size") or hparams.get("image_size") or 32)
+    walls = [w for events in scalars.values() for w, _, _ in events]
+    val = [v for _, _, v in scalars.get("val/acc", [])]
+    test = [v for _, _, v in scalars.get("test/acc", [])]
+    if "epoch" in scalars:
+        epochs = int(max(v for _, _, v in scalars["epoch"])) + 1
+    else:
+        epochs = len(val)
+    is_test = bool(test) and "train/loss" not in scalars and "val/acc" not in scalars
+    return {
+        "dir": run_dir,
+        "key": (run_dir.parent.name, run_dir.name),
+        "run": f"{run_dir.parent.name}/{run_dir.name}",
+        "description": description,
+        "image_size": image_size,
+        "epochs": epochs if not is_test else None,
+        "wall_time_s": (max(walls) - min(walls)) if walls else None,
+        "accelerator": _accelerator(config),
+        "best_val_acc": max(val) if val else None,
+        "last_test_acc": test[-1] if test else None,
+        "is_test": is_test,
+        "tested_run": _checkpoint_run(config.get("ckpt_path")) if is_test else None,
+        "last_wall": max(walls) if walls else 0.0,
+    }
 
 
 def report_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
