@@ -26,7 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("mobilenet_lab.tools.summary", "parameters and multiply-adds of each model and width"),
     "benchmark": ("mobilenet_lab.tools.benchmark", "latency and throughput of each model and width, table and chart"),
     "report": ("mobilenet_lab.tools.report", "results table of finished runs, read from their logs"),
-    "sweep": ("mobilenet_lab.tools.sweep", "grid or search over config values with Optuna; resumable, on many machines"),
+    "sweep": (
+        "mobilenet_lab.tools.sweep",
+        "grid or search over config values with Optuna; resumable, on many machines",
+    ),
     "export": ("mobilenet_lab.tools.export", "export a checkpoint to ONNX or ExecuTorch, optionally int8"),
 }
 TOOLS = {name: module for name, (module, _) in COMMANDS.items() if module != CLI}
@@ -45,7 +48,7 @@ def usage() -> str:
     lines = [
         f"usage: {prog} <command> [options]",
         "",
-        "Train, evaluate, benchmark and export MobileNets (V1, V2, V3) on CIFAR-100.",
+        "Train, evaluate, benchmark and export MobileNets (V1, V2, V3-Small/Large, V4 conv-S/M/L) on CIFAR-100.",
         "",
         "commands:",
         *(f"  {name:<{width}}  {description}" for name, (_, description) in COMMANDS.items()),
@@ -92,8 +95,10 @@ def main(argv: list[str] | None = None) -> None:
             descriptions = {name: {"description": text} for name, (module, text) in COMMANDS.items() if module == CLI}
             cli_main(parser_kwargs={"prog": program_name(), **descriptions})
         else:
-            raise UserError(f"unknown command {command!r}; the commands are {', '.join(COMMANDS)} "
-                            f"(`{program_name()} --help` describes each)")
+            raise UserError(
+                f"unknown command {command!r}; the commands are {', '.join(COMMANDS)} "
+                f"(`{program_name()} --help` describes each)"
+            )
     except TrainingInterrupted as err:
         for child in err.children:  # the other ranks, started by this one: they exit right after saving
             try:
