@@ -145,6 +145,7 @@ class ImageClassifier(L.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
         self._first_nonfinite: torch.Tensor | None = None  # device-side: first step with a non-finite loss
         self.best_val_acc = 0.0
+        self._planned_steps: int | None = None  # the run's total optimizer steps, fixed by its first fit
         self.class_names: list[str] = []  # filled from a checkpoint (predict without the data set)
 
     # ------------------------------------------------------------------ steps
@@ -271,6 +272,13 @@ class ImageClassifier(L.LightningModule):
         if not math.isfinite(total) or total <= 0:
             raise UserError("the LR schedule needs a finite run: set trainer.max_epochs or trainer.max_steps")
         total = int(total)
+        planned = self._planned_steps
+        if planned is not None and planned != total:
+            raise UserError(
+                f"the checkpoint's run was planned for {planned} optimizer steps and its LR schedule ends there; "
+                f"this fit asks for {total}. Resume it with the run's own trainer.max_epochs/max_steps to finish "
+                "it; to train longer, start a new fit (the schedule is shaped over the whole run)")
+        self._planned_steps = total
         # Optimizer steps in one epoch (estimated_stepping_batches has just set up the train loader);
         # not total // max_epochs, which is wrong when max_steps ends the run first.
         batches = self.trainer.num_training_batches
@@ -293,6 +301,7 @@ class ImageClassifier(L.LightningModule):
             "mean": [float(v) for v in getattr(datamodule, "mean", ())],
             "std": [float(v) for v in getattr(datamodule, "std", ())],
             "best_val_acc": self.best_val_acc,
+            "planned_steps": self._planned_steps,  # the LR schedule's length; a resume must keep it
         }
         # Exact resume: dropout draws from the global RNG, which Lightning does not checkpoint.
         # One state per rank (every rank builds the checkpoint; rank 0 writes it).
@@ -317,6 +326,8 @@ class ImageClassifier(L.LightningModule):
             raise UserError(f"the checkpoint's architecture does not match the config ({pretty}); "
                             "use the config the checkpoint was trained with")
         self.best_val_acc = checkpoint["mobilenet_lab"].get("best_val_acc", 0.0)
+        if fitting and self.lr_scheduler is not None:
+            self._planned_steps = checkpoint["mobilenet_lab"].get("planned_steps")
         self.class_names = list(checkpoint["mobilenet_lab"].get("class_names") or [])
         rng = checkpoint.get("rng", {})
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -10,17 +13,18 @@ from typing import Any
 
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from .checkpoint import safe_load_checkpoint
 from .classifier import ImageClassifier
 from .cli_checks import check_devices, check_model, check_same_architecture, check_writable
 from .data import CIFAR100DataModule
-from .from_checkpoint import model_from_checkpoint
+from .from_checkpoint import complete_args
 from .interrupt import GracefulStop
 from .panels import PredictionWriter, TestPanels
 from .resume import ResumeTrainLoader
-from .run_layout import AtomicCheckpointIO, RunCheckpoint, RunConfig
+from .run_layout import AtomicCheckpointIO, DiscardFailedRun, RunCheckpoint, RunConfig
 
 __all__ = ["MobileNetCLI", "cli_main"]
 
@@ -33,15 +37,77 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 }
 
 
+class CommandLineParser(LightningArgumentParser):
+    """A usage error in one or two lines: what is wrong, the nearest valid option, where the list is."""
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        if not self.exit_on_error:
+            return super().error(message, ex)
+        wrong = _wrong_key(message)
+        line = f"error: {_first_line(message)}"
+        if wrong is not None:
+            near = difflib.get_close_matches(wrong, _valid_keys(message, self, wrong), n=1, cutoff=0.6)
+            line = f"error: unknown option --{wrong}" + (f"; did you mean --{near[0]}?" if near else "")
+        sys.stderr.write(f"{line}\n(`{self.prog.replace(' [options]', '')} --help` lists every option)\n")
+        self.exit(2)
+
+
+def _wrong_key(message: str) -> str | None:
+    """The option a parse error names as unknown, as a dotted key (``model.init_args.widthmult``)."""
+    accepted = re.search(r"Option '([^']+)' is not accepted", message)
+    if accepted:
+        prefix = re.search(r"Parser key \"([^\"]+)\"", message)
+        return f"{prefix.group(1)}.init_args.{accepted.group(1)}" if prefix else accepted.group(1)
+    unrecognized = re.search(r"unrecognized arguments: --?([\w.\-]+)", message, re.IGNORECASE)
+    return unrecognized.group(1) if unrecognized else None
+
+
+def _valid_keys(message: str, parser: Any, wrong: str) -> list[str]:
+    """Options the parser (and the class a ``class_path`` names) accepts, as dotted keys."""
+    keys = list(parser.get_defaults().keys())
+    class_path = re.search(r"class_path '([^']+)'", message)
+    if class_path and ".init_args." in wrong:
+        import importlib
+        import inspect
+
+        module, _, name = class_path.group(1).rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            return keys
+        prefix = wrong.split(".init_args.")[0]
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass):
+                keys += [f"{prefix}.init_args.{p}" for p in inspect.signature(klass.__init__).parameters
+                         if p not in ("self", "args", "kwargs")]
+    return keys
+
+
+def _first_line(message: str) -> str:
+    """The message on one line: jsonargparse's "Parser key X:" with the first reason after it."""
+    inner = re.search(r'Problem with given class_path [^\n]*\n\s*Parser key "([^"]+)":\s*\n\s*([^\n]+)', message)
+    if inner:  # a wrong value of a class's argument: name the argument, not the class union
+        outer = re.match(r'Parser key "([^"]+)"', message)
+        key = f"{outer.group(1)}.init_args.{inner.group(1)}" if outer else inner.group(1)
+        return f"option {key}: {inner.group(2).strip()}"
+    lines = [line.strip(" -") for line in message.strip().splitlines() if line.strip(" -")]
+    if not lines:
+        return "invalid arguments"
+    line = lines[0] if not lines[0].endswith(":") or len(lines) == 1 else f"{lines[0]} {lines[1]}"
+    return line.replace("Parser key ", "option ").replace('"', "")
+
+
 class MobileNetCLI(LightningCLI):
     """LightningCLI over the MobileNet LightningModules and the CIFAR-100 data module."""
 
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
         given = list(sys.argv[1:] if args is None else args)
-        args = model_from_checkpoint(given)
-        self._model_from_checkpoint = args != given
+        args = complete_args(given)
+        # The model class alone came from the checkpoint (no config): its arguments come from there too.
+        self._model_from_checkpoint = args != given and not args[1].startswith("--config=")
         self._checkpoint: dict[str, Any] | None = None  # the --ckpt_path checkpoint, once read
         self._continued_run: str | None = None  # fit resumes a run in its own folder
+        self._given_logger: dict[str, Any] = {}  # logger options as given, before _continue_in_place
         super().__init__(
             ImageClassifier,
             CIFAR100DataModule,
@@ -50,9 +116,14 @@ class MobileNetCLI(LightningCLI):
             save_config_callback=RunConfig,
             save_config_kwargs={"overwrite": False},
             auto_configure_optimizers=False,
+            parser_class=CommandLineParser,
             args=args,
             **kwargs,
         )
+
+    def init_parser(self, **kwargs: Any) -> Any:
+        # No argparse prefix guessing: --trainer.max_epoch is a mistake, not --trainer.max_epochs.
+        return super().init_parser(**{"allow_abbrev": False, **kwargs})
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
@@ -77,15 +148,17 @@ class MobileNetCLI(LightningCLI):
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             plugins.append(AtomicCheckpointIO())
         kwargs["plugins"] = plugins
-        if self._continued_run is not None:  # the resumed run rewrites its own config.yaml
-            self.save_config_kwargs = {**self.save_config_kwargs, "overwrite": True}
+        if self._continued_run is not None:  # the resumed run rewrites its own config.yaml, as it was given
+            self.save_config_kwargs = {**self.save_config_kwargs, "overwrite": True, "restore": self._given_logger}
         trainer = super().instantiate_trainer(**kwargs)
-        extra: list[Any] = [GracefulStop(), ResumeTrainLoader(), TestPanels(), PredictionWriter()]
+        extra: list[Any] = [GracefulStop(), ResumeTrainLoader(), TestPanels(), PredictionWriter(),
+                            DiscardFailedRun(self._fresh_folders(trainer))]
         if trainer.loggers:  # the learning-rate curve needs a logger
             extra.insert(0, LearningRateMonitor(logging_interval="step"))
-        for callback in trainer.checkpoint_callbacks:
-            if isinstance(callback, RunCheckpoint):
-                extra += callback.last_checkpoints()
+        if self.subcommand == "fit":
+            for callback in trainer.checkpoint_callbacks:
+                if isinstance(callback, RunCheckpoint):
+                    extra += callback.last_checkpoints()
         trainer.callbacks.extend(extra)
         return trainer
 
@@ -114,6 +187,8 @@ class MobileNetCLI(LightningCLI):
         runs = Path(config.checkpoint.root).resolve() / str(logger.init_args.get("name"))
         if run_dir.parent != runs:
             return
+        self._given_logger = {"trainer.logger.init_args.version": None,
+                              "trainer.logger.init_args.purge_step": logger.init_args.get("purge_step")}
         logger.init_args.version = run_dir.name
         if logger.init_args.get("purge_step") is None:
             logger.init_args.purge_step = int(self._checkpoint.get("global_step", 0))
@@ -127,7 +202,30 @@ class MobileNetCLI(LightningCLI):
                 if isinstance(callback, RunCheckpoint):
                     callback.continue_run(ckpt_path)
 
+    def _fresh_folders(self, trainer: Any) -> list[str]:
+        """The folders this command will create: a failed command removes them (DiscardFailedRun)."""
+        folders = []
+        logger = trainer.logger
+        if logger is not None and getattr(logger, "log_dir", None):
+            folders.append(logger.log_dir)
+            checkpoint = next((cb for cb in trainer.callbacks if isinstance(cb, RunCheckpoint)), None)
+            if checkpoint is not None:
+                version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+                folders.append(os.path.join(checkpoint.root, logger.name, version))
+        return [f for f in folders if not os.path.exists(f)]
+
+    def _say_where(self) -> None:
+        if self.trainer.logger is not None and getattr(self.trainer.logger, "log_dir", None):
+            rank_zero_info(f"{self.subcommand}: writing to {self.trainer.logger.log_dir}")
+
+    def before_test(self) -> None:
+        self._say_where()
+
+    def before_validate(self) -> None:
+        self._say_where()
+
     def before_predict(self) -> None:
+        self._say_where()
         # Predictions stream to predictions.csv batch by batch; keeping them all in memory too would
         # make a large folder's memory grow with its size.
         if self.config_init["predict"].get("return_predictions") is None:

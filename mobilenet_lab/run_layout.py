@@ -8,14 +8,16 @@ A run named ``<name>`` (the logger's name) with version ``version_N`` writes its
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 
 from .atomic import atomic_path
@@ -23,7 +25,11 @@ from .checkpoint import safe_load_checkpoint
 from .compat import is_last_batch
 from .errors import UserError
 
-__all__ = ["AtomicCheckpointIO", "RunCheckpoint", "LastCheckpoint", "RunConfig", "run_folder"]
+__all__ = ["AtomicCheckpointIO", "RunCheckpoint", "LastCheckpoint", "RunConfig", "DiscardFailedRun", "run_folder",
+           "RUN_KEY"]
+
+#: Where a checkpoint keeps the run that wrote it: its config (YAML), logger name, version and save_dir.
+RUN_KEY = "mobilenet_lab_run"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -112,7 +118,14 @@ class RunCheckpoint(ModelCheckpoint):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = self.run_dir(trainer)
+        self.stage = stage
         super().setup(trainer, pl_module, stage)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Only a resumed fit continues the checkpoint's record of best files; an evaluation of a
+        # checkpoint (which Lightning also hands this state) writes none, in another folder.
+        if getattr(self, "stage", "fit") == "fit":
+            super().load_state_dict(state_dict)
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -151,7 +164,12 @@ class LastCheckpoint(ModelCheckpoint):
         run = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, RunCheckpoint)), None)
         if self.dirpath is None and run is not None:
             self.dirpath = run.run_dir(trainer)
+        self.stage = stage
         super().setup(trainer, pl_module, stage)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if getattr(self, "stage", "fit") == "fit":  # (see RunCheckpoint.load_state_dict)
+            super().load_state_dict(state_dict)
 
 
 def run_folder(trainer: L.Trainer) -> str:
@@ -168,16 +186,24 @@ def run_folder(trainer: L.Trainer) -> str:
 
 
 class RunConfig(SaveConfigCallback):
-    """Writes the run's ``config.yaml`` into the run's own folder (:func:`run_folder`), never over another's.
+    """Writes the run's ``config.yaml`` into the run's own folder (:func:`run_folder`), never over another's,
+    and keeps the same config (and the run's name and version) in every checkpoint it writes.
 
     With a logger that is the logger's folder, as Lightning does. Without one Lightning would use
     the working folder, where the next run collides; the config goes beside the checkpoints instead.
     Lightning's ``setup`` calls :meth:`save_config` on rank 0; the folder and the collision check are
     decided before, on every rank, so that a collision stops all of them with one line.
+
+    The config written is the one the user gave: values the command line filled in for this
+    invocation only (``restore``: the logger version and purge step of a resumed run) are written as
+    given, so the same config resumes the run again, any number of times. A checkpoint's copy
+    (:data:`RUN_KEY`) lets ``fit --ckpt_path C`` resume and ``test --ckpt_path C`` evaluate with
+    nothing else on the command line.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, restore: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
+        self.restore = dict(restore or {})
         self._path: str | None = None
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -191,9 +217,56 @@ class RunConfig(SaveConfigCallback):
                                 "folder (another logger name or version) or move that run away")
         super().setup(trainer, pl_module, stage)
 
+    def given_config(self) -> Any:
+        """The config as the user gave it (the command line's own additions put back)."""
+        config = self.config.clone()
+        for key, value in self.restore.items():
+            config[key] = value
+        return config
+
     def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
         assert self._path is not None
         fs = get_filesystem(self._path)
         fs.makedirs(os.path.dirname(self._path), exist_ok=True)
-        self.parser.save(self.config, self._path, skip_none=False, overwrite=self.overwrite,
+        self.parser.save(self.given_config(), self._path, skip_none=False, overwrite=self.overwrite,
                          multifile=self.multifile)
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        config = self.given_config()
+        config["ckpt_path"] = None  # where this invocation started from is not part of the run
+        data_dir = config.get("data.init_args.data_dir") if "data.init_args" in config else config.get("data.data_dir")
+        if isinstance(data_dir, str):  # evaluations may run from another working folder
+            key = "data.init_args.data_dir" if "data.init_args" in config else "data.data_dir"
+            config[key] = os.path.abspath(data_dir)
+        logger = trainer.logger
+        checkpoint[RUN_KEY] = {
+            "config": self.parser.dump(config, skip_none=False),
+            "name": getattr(logger, "name", None),
+            "version": _version_name(getattr(logger, "version", None)),
+            "save_dir": os.path.abspath(logger.save_dir) if getattr(logger, "save_dir", None) else None,
+        }
+
+
+def _version_name(version: Any) -> str | None:
+    return None if version is None else version if isinstance(version, str) else f"version_{version}"
+
+
+class DiscardFailedRun(Callback):
+    """A command that fails leaves nothing behind: the folders it created are removed, unless a
+    checkpoint was written in them (a fit stopped by a signal or a non-finite loss keeps its run).
+
+    Args:
+        folders: The folders this command would create (the CLI lists those that do not exist yet).
+    """
+
+    def __init__(self, folders: list[str]) -> None:
+        self.folders = [os.path.abspath(f) for f in folders]
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not trainer.is_global_zero:
+            return
+        existing = [f for f in self.folders if os.path.isdir(f)]
+        if any(glob.glob(os.path.join(f, "**", "*.ckpt"), recursive=True) for f in existing):
+            return
+        for folder in existing:
+            shutil.rmtree(folder, ignore_errors=True)
