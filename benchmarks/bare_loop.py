@@ -9,7 +9,8 @@ step is the one every speed comparison times (``mobilenet_lab.tools.benchmark.lo
     python benchmarks/bare_loop.py --model mobilenet_v3_small --threads 2
     python benchmarks/bare_loop.py --model mobilenet_v3_large --impl ours --no_channels_last true
 
-glibc's allocator returns large activation buffers to the OS every step (see FINDINGS.md);
+glibc's allocator returns large activation buffers to the OS every step, which cost the 4x4-map
+variants 1.2-1.5x on the 2-core CPU (sys time 11.9 s -> 1.4 s, page faults 4.3 M -> 0.55 M);
 ``--malloc_tuning true`` restarts this script with the MALLOC_* settings that avoid it (they must
 be in the environment before the process starts).
 """
@@ -41,8 +42,12 @@ def build_parser():
 
     p = tool_parser("benchmarks/bare_loop.py", __doc__)
     p.add_argument("--model", type=Literal[tuple(list_models())], default="mobilenet_v3_small")
-    p.add_argument("--impl", type=Literal["torchvision", "ours"], default="torchvision",
-                   help="torchvision's network where it builds the same one, else ours; or always ours")
+    p.add_argument(
+        "--impl",
+        type=Literal["torchvision", "ours"],
+        default="torchvision",
+        help="torchvision's network where it builds the same one, else ours; or always ours",
+    )
     p.add_argument("--width", type=float, default=1.0, help="width multiplier (torchvision: V2 any, V3 1.0 only)")
     p.add_argument("--stem", type=Literal["cifar", "imagenet"], default="cifar")
     p.add_argument("--image_size", type=ImageSize, default=32)
@@ -68,8 +73,9 @@ def build(args: Namespace):
         raise UserError(str(err)) from None
     model = bare_model(description, args.impl)
     if args.impl == "torchvision" and type(model).__module__.startswith("mobilenet_lab"):
-        raise UserError(f"torchvision has no {args.model} with our width semantics at width {args.width:g}; "
-                        "use --impl ours")
+        raise UserError(
+            f"torchvision has no {args.model} with our width semantics at width {args.width:g}; use --impl ours"
+        )
     return model
 
 
@@ -88,12 +94,16 @@ def main(argv: list[str] | None = None) -> float:
     model = build(args).train()
     channels_last = not args.no_channels_last
     model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    step = train_step(model, random_batches(args.batches, args.batch_size, args.image_size, args.num_classes,
-                                            channels_last=channels_last))
-    print(f"{args.impl} {args.model} x{args.width:g} stem={args.stem} {args.image_size}px batch={args.batch_size} "
-          f"threads={torch.get_num_threads()} channels_last={channels_last} "
-          f"malloc_tuning={all(os.environ.get(k) == v for k, v in MALLOC_ENV.items())} torch={torch.__version__}",
-          flush=True)
+    step = train_step(
+        model,
+        random_batches(args.batches, args.batch_size, args.image_size, args.num_classes, channels_last=channels_last),
+    )
+    print(
+        f"{args.impl} {args.model} x{args.width:g} stem={args.stem} {args.image_size}px batch={args.batch_size} "
+        f"threads={torch.get_num_threads()} channels_last={channels_last} "
+        f"malloc_tuning={all(os.environ.get(k) == v for k, v in MALLOC_ENV.items())} torch={torch.__version__}",
+        flush=True,
+    )
     for _ in range(args.warmup):
         step()
     rates = []
@@ -104,8 +114,11 @@ def main(argv: list[str] | None = None) -> float:
         rates.append(args.steps * args.batch_size / watch.stop())
         print(f"  window {w + 1}/{args.windows}: {rates[-1]:.1f} images/s", flush=True)
     med = median(rates)
-    print(f"median {med:.1f} images/s (min {min(rates):.1f}, max {max(rates):.1f}; "
-          f"load average {os.getloadavg()[0]:.2f})", flush=True)
+    print(
+        f"median {med:.1f} images/s (min {min(rates):.1f}, max {max(rates):.1f}; "
+        f"load average {os.getloadavg()[0]:.2f})",
+        flush=True,
+    )
     return med
 
 

@@ -26,8 +26,9 @@ from mobilenet_lab.tools.timing import Stopwatch, median  # noqa: E402
 
 def build_parser():
     p = tool_parser("benchmarks/data_pipeline.py", __doc__)
-    p.add_argument("--data_dir", type=Path, default=ROOT.parent / "shared/datasets",
-                   help="the folder that holds cifar-100-python")
+    p.add_argument(
+        "--data_dir", type=Path, default=ROOT.parent / "shared/datasets", help="the folder that holds cifar-100-python"
+    )
     p.add_argument("--batch_size", type=PositiveInt, default=128)
     p.add_argument("--augment", type=AugmentName, default="standard", help="the data module's augment option")
     p.add_argument("--epochs", type=PositiveInt, default=3)
@@ -56,8 +57,10 @@ def main(argv: list[str] | None = None) -> None:
             n += len(images)
         rates.append(n / watch.stop())
         print(f"epoch {epoch}: {rates[-1]:,.0f} images/s ({n} images)")
-    print(f"median {median(rates):,.0f} images/s, batch {args.batch_size}, {torch.get_num_threads()} threads, "
-          f"augment {args.augment}")
+    print(
+        f"median {median(rates):,.0f} images/s, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+        f"augment {args.augment}"
+    )
 
 
 if __name__ == "__main__":
