@@ -233,7 +233,8 @@ class RunConfig(SaveConfigCallback):
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         config = self.given_config()
-        config["ckpt_path"] = None  # where this invocation started from is not part of the run
+        if "ckpt_path" in config:  # where this invocation started from is not part of the run
+            config["ckpt_path"] = None
         data_dir = config.get("data.init_args.data_dir") if "data.init_args" in config else config.get("data.data_dir")
         if isinstance(data_dir, str):  # evaluations may run from another working folder
             key = "data.init_args.data_dir" if "data.init_args" in config else "data.data_dir"
