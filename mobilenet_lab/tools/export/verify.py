@@ -1,8 +1,9 @@
 """Checking an exported file against PyTorch: tolerances, logit gaps, top-1 agreement, accuracy, inputs.
 
-Every exported file is run in its runtime on the same inputs as ``load_model``'s module: random
-[0, 1] images for the fp32 check, CIFAR-100 images (read with the Lightning-free reader,
-:mod:`mobilenet_lab.data.cifar100`) for int8 calibration and the accuracy report.
+Every exported file is run in its runtime (an ONNX file in ONNX Runtime, and in OpenCV's DNN when
+``cv2`` is installed) on the same inputs as ``load_model``'s module: random [0, 1] images for the
+fp32 check, CIFAR-100 images (read with the Lightning-free reader, :mod:`mobilenet_lab.data.cifar100`)
+for int8 calibration and the accuracy report.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def random_images(n: int, size: int, seed: int) -> np.ndarray:
 def batches(images: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     """Contiguous chunks of at most ``batch_size`` images."""
     for i in range(0, len(images), batch_size):
-        yield np.ascontiguousarray(images[i:i + batch_size])
+        yield np.ascontiguousarray(images[i : i + batch_size])
 
 
 def torch_logits(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -70,8 +71,9 @@ def torch_logits(model: torch.nn.Module, images: np.ndarray, batch_size: int = 2
         return np.concatenate([model(torch.from_numpy(b)).float().numpy() for b in batches(images, batch_size)])
 
 
-def cifar100_images(data_dir: str | os.PathLike, split: str, count: int | None, image_size: int = 32,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def cifar100_images(
+    data_dir: str | os.PathLike, split: str, count: int | None, image_size: int = 32, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``count`` images of a CIFAR-100 split as the model input: float32 [0, 1] N x 3 x S x S, + labels.
 
     ``train`` draws a seeded random subset (calibration); ``test`` takes the first ``count``
