@@ -24,25 +24,43 @@ import yaml
 from optuna.trial import TrialState
 
 from mobilenet_lab.__main__ import main as cli
+from mobilenet_lab.compat import trial_id
 from mobilenet_lab.confusion import most_confused, worst_classes
 from mobilenet_lab.errors import UserError
 from mobilenet_lab.tools import report
-from mobilenet_lab.tools.sweep import results, spec as sweep_spec, storage as sweep_storage
+from mobilenet_lab.tools.sweep import commands as sweep_commands
+from mobilenet_lab.tools.sweep import results
+from mobilenet_lab.tools.sweep import spec as sweep_spec
+from mobilenet_lab.tools.sweep import storage as sweep_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "configs/quickstart.yaml")
 # Every trial: V3-Small 0.25, 2 training batches of 32, 1 epoch, 100 validation images.
 TINY_SET = {
-    "model.init_args.width_mult": 0.25, "data.batch_size": 32, "data.val_size": 100, "trainer.max_epochs": 1,
-    "trainer.limit_train_batches": 2, "trainer.enable_progress_bar": False, "trainer.enable_model_summary": False,
+    "model.init_args.width_mult": 0.25,
+    "data.batch_size": 32,
+    "data.val_size": 100,
+    "trainer.max_epochs": 1,
+    "trainer.limit_train_batches": 2,
+    "trainer.enable_progress_bar": False,
+    "trainer.enable_model_summary": False,
 }
 GRID_2X2 = {"model.init_args.dropout": [0.0, 0.1], "model.init_args.label_smoothing": [0.0, 0.1]}
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MOBILENET_LAB_SWEEP_POLL_S": "1",
-            "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "17179869184",
-            "MALLOC_TOP_PAD_": "1073741824"}
+    # A heartbeat every 2 s, stale after 10 s without one (the defaults are 10 s and 60 s).
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "MOBILENET_LAB_SWEEP_POLL_S": "1",
+        "MOBILENET_LAB_SWEEP_HEARTBEAT_S": "2",
+        "MOBILENET_LAB_SWEEP_GRACE_S": "10",
+        "MALLOC_MMAP_THRESHOLD_": "4294967296",
+        "MALLOC_TRIM_THRESHOLD_": "17179869184",
+        "MALLOC_TOP_PAD_": "1073741824",
+    }
 
 
 def write_sweep(folder: Path, name: str, **fields) -> Path:
@@ -54,14 +72,31 @@ def write_sweep(folder: Path, name: str, **fields) -> Path:
 
 
 def sweep_command(path: Path, data_dir: Path, *options: str, fit_args: tuple[str, ...] = ()) -> list[str]:
-    return [sys.executable, "-m", "mobilenet_lab", "sweep", "--config", str(path), *options, "--",
-            f"--data.data_dir={data_dir}", *fit_args]
+    return [
+        sys.executable,
+        "-m",
+        "mobilenet_lab",
+        "sweep",
+        "--config",
+        str(path),
+        *options,
+        "--",
+        f"--data.data_dir={data_dir}",
+        *fit_args,
+    ]
 
 
-def run_sweep(cwd: Path, path: Path, data_dir: Path, *options: str, fit_args: tuple[str, ...] = (),
-              timeout: float = 900):
-    result = subprocess.run(sweep_command(path, data_dir, *options, fit_args=fit_args), cwd=cwd, env=env(),
-                            capture_output=True, text=True, timeout=timeout)
+def run_sweep(
+    cwd: Path, path: Path, data_dir: Path, *options: str, fit_args: tuple[str, ...] = (), timeout: float = 900
+):
+    result = subprocess.run(
+        sweep_command(path, data_dir, *options, fit_args=fit_args),
+        cwd=cwd,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -85,8 +120,11 @@ def test_grid_2x2_runs_four_trials_and_reports_them(tiny_cifar: Path, tmp_path: 
     assert "| trial |" in result.stdout  # the table at the end
     trials = load(tmp_path, "grid").get_trials()
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
-    expected = sorted(json.dumps({"model.init_args.dropout": d, "model.init_args.label_smoothing": s}, sort_keys=True)
-                      for d in (0.0, 0.1) for s in (0.0, 0.1))
+    expected = sorted(
+        json.dumps({"model.init_args.dropout": d, "model.init_args.label_smoothing": s}, sort_keys=True)
+        for d in (0.0, 0.1)
+        for s in (0.0, 0.1)
+    )
     assert points(trials) == expected
     for t in trials:  # each trial is an ordinary run: logs, config, checkpoints in its own folders
         run = tmp_path / f"lightning_logs/grid/trial_{t.number:03d}"
@@ -101,7 +139,8 @@ def test_grid_2x2_runs_four_trials_and_reports_them(tiny_cifar: Path, tmp_path: 
     acc = EventAccumulator(str(tmp_path / "lightning_logs/grid/trial_000"))
     acc.Reload()
     start = plugin_data_pb2.HParamsPluginData.FromString(
-        acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content).session_start_info
+        acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    ).session_start_info
     assert {"model.init_args.dropout", "model.init_args.label_smoothing", "sweep", "trial"} <= set(start.hparams)
 
     monkeypatch.chdir(tmp_path)
@@ -116,13 +155,25 @@ def test_grid_2x2_runs_four_trials_and_reports_them(tiny_cifar: Path, tmp_path: 
 @pytest.mark.slow
 def test_two_worker_processes_share_one_study_without_duplicates(tiny_cifar: Path, tmp_path: Path):
     # Two sweep commands at once on one SQLite study, as two machines would: 6 points, each run once.
-    path = write_sweep(tmp_path, "shared", grid={"model.init_args.dropout": [0.0, 0.1, 0.2],
-                                                "model.init_args.label_smoothing": [0.0, 0.1]})
-    procs = [subprocess.Popen(sweep_command(path, tiny_cifar), cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    path = write_sweep(
+        tmp_path,
+        "shared",
+        grid={"model.init_args.dropout": [0.0, 0.1, 0.2], "model.init_args.label_smoothing": [0.0, 0.1]},
+    )
+    procs = [
+        subprocess.Popen(
+            sweep_command(path, tiny_cifar),
+            cwd=tmp_path,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=1200)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
-    trials = [t for t in load(tmp_path, "shared").get_trials() if not t.user_attrs.get("skipped")]
+    trials = load(tmp_path, "shared").get_trials()
     assert len(trials) == 6 and len(set(points(trials))) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
     started = [o.count("started") for o in outputs]
     assert sum(started) == 6 and min(started) >= 1, started  # both took part
@@ -133,10 +184,18 @@ def test_two_worker_processes_share_one_study_without_duplicates(tiny_cifar: Pat
 def test_sigkill_mid_trial_then_same_command_finishes_every_point_once(tiny_cifar: Path, tmp_path: Path, monkeypatch):
     grid = {"model.init_args.dropout": [0.0, 0.1], "model.init_args.label_smoothing": [0.0, 0.1]}
     # Long enough to be killed inside the first trial's training.
-    path = write_sweep(tmp_path, "killed", grid=grid,
-                       set={**TINY_SET, "trainer.limit_train_batches": 8, "trainer.max_epochs": 3})
-    proc = subprocess.Popen(sweep_command(path, tiny_cifar), cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    path = write_sweep(
+        tmp_path, "killed", grid=grid, set={**TINY_SET, "trainer.limit_train_batches": 8, "trainer.max_epochs": 3}
+    )
+    proc = subprocess.Popen(
+        sweep_command(path, tiny_cifar),
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     events = tmp_path / "lightning_logs/killed/trial_000"
     deadline = time.monotonic() + 600
     try:
@@ -163,8 +222,8 @@ def test_sigkill_mid_trial_then_same_command_finishes_every_point_once(tiny_cifa
         assert time.monotonic() < deadline, "the trial's fit outlived its sweep"
         time.sleep(0.5)
 
-    result = run_sweep(tmp_path, path, tiny_cifar)
-    assert "its worker process is gone; marked failed and queued again" in result.stdout
+    result = run_sweep(tmp_path, path, tiny_cifar)  # Optuna's heartbeat finds trial 0 cut off
+    assert "trial 0: no heartbeat from its worker for 10 s; marked failed and queued again" in result.stdout
     trials = load(tmp_path, "killed").get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 4 and len(set(points(complete))) == 4  # every grid point finished exactly once
@@ -173,19 +232,39 @@ def test_sigkill_mid_trial_then_same_command_finishes_every_point_once(tiny_cifa
     retry = next(t for t in complete if t.params == failed[0].params)
     assert sweep_storage.retry_history(retry) == [0]
     monkeypatch.chdir(tmp_path)  # the report reads the trials' logs where the sweep wrote them
-    rows = report.main(["--sweep", "killed", "--storage", f"sqlite:///{tmp_path / 'sweeps/killed.db'}", "--quiet",
-                        "--out", str(tmp_path / "out")])
+    rows = report.main(
+        [
+            "--sweep",
+            "killed",
+            "--storage",
+            f"sqlite:///{tmp_path / 'sweeps/killed.db'}",
+            "--quiet",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert rows[0]["state"] == f"interrupted (rerun as trial {retry.number})"
     assert all(r["model"] == "mobilenet_v3_small" and r["epochs"] == 3 for r in rows if r["state"] == "complete")
 
 
 @pytest.mark.slow
 def test_ctrl_c_then_same_command_resumes_the_interrupted_trial(tiny_cifar: Path, tmp_path: Path):
-    path = write_sweep(tmp_path, "ctrlc", grid={"model.init_args.dropout": [0.0]},
-                       set={**TINY_SET, "trainer.limit_train_batches": 8, "trainer.max_epochs": 3})
+    path = write_sweep(
+        tmp_path,
+        "ctrlc",
+        grid={"model.init_args.dropout": [0.0]},
+        set={**TINY_SET, "trainer.limit_train_batches": 8, "trainer.max_epochs": 3},
+    )
     every_step = ("--checkpoint.last_every_n_steps=1",)
-    proc = subprocess.Popen(sweep_command(path, tiny_cifar, fit_args=every_step), cwd=tmp_path, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        sweep_command(path, tiny_cifar, fit_args=every_step),
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     last = tmp_path / "checkpoints/ctrlc/trial_000/last.ckpt"
     deadline = time.monotonic() + 600
     try:
@@ -216,9 +295,13 @@ def test_pruned_trial_is_reported_as_pruned_and_finished_one_is_tested(tiny_cifa
     # ThresholdPruner prunes any trial whose val/acc is below 0.99 once past its warm-up epoch:
     # the 1-epoch trial never gets there (completes, then is tested), the 2-epoch one is pruned
     # after its second validation.
-    path = write_sweep(tmp_path, "pruned", grid={"trainer.max_epochs": [1, 2]}, test=True,
-                       pruner={"class_path": "optuna.pruners.ThresholdPruner",
-                               "init_args": {"lower": 0.99, "n_warmup_steps": 1}})
+    path = write_sweep(
+        tmp_path,
+        "pruned",
+        grid={"trainer.max_epochs": [1, 2]},
+        test=True,
+        pruner={"class_path": "optuna.pruners.ThresholdPruner", "init_args": {"lower": 0.99, "n_warmup_steps": 1}},
+    )
     result = run_sweep(tmp_path, path, tiny_cifar)
     trials = {t.params["trainer.max_epochs"]: t for t in load(tmp_path, "pruned").get_trials()}
     assert trials[1].state == TrialState.COMPLETE and trials[2].state == TrialState.PRUNED
@@ -242,11 +325,17 @@ def test_pruned_trial_is_reported_as_pruned_and_finished_one_is_tested(tiny_cifa
 
 @pytest.mark.slow
 def test_search_samples_n_trials_within_its_space(tiny_cifar: Path, tmp_path: Path):
-    path = write_sweep(tmp_path, "search", n_trials=3, search={
-        "model.init_args.optimizer.init_args.lr": {"low": 0.01, "high": 0.5, "log": True},
-        "model.init_args.dropout": [0.0, 0.2],
-        "data.batch_size": {"low": 16, "high": 32, "step": 16, "integer": True}},
-        sampler={"class_path": "optuna.samplers.RandomSampler", "init_args": {"seed": 1}})
+    path = write_sweep(
+        tmp_path,
+        "search",
+        n_trials=3,
+        search={
+            "model.init_args.optimizer.init_args.lr": {"low": 0.01, "high": 0.5, "log": True},
+            "model.init_args.dropout": [0.0, 0.2],
+            "data.batch_size": {"low": 16, "high": 32, "step": 16, "integer": True},
+        },
+        sampler={"class_path": "optuna.samplers.RandomSampler", "init_args": {"seed": 1}},
+    )
     run_sweep(tmp_path, path, tiny_cifar, "--workers", "2")
     trials = load(tmp_path, "search").get_trials()
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
@@ -256,7 +345,8 @@ def test_search_samples_n_trials_within_its_space(tiny_cifar: Path, tmp_path: Pa
         config = yaml.safe_load((tmp_path / f"lightning_logs/search/trial_{t.number:03d}/config.yaml").read_text())
         assert config["data"]["batch_size"] == t.params["data.batch_size"]
         assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == pytest.approx(
-            t.params["model.init_args.optimizer.init_args.lr"])
+            t.params["model.init_args.optimizer.init_args.lr"]
+        )
 
 
 # ---------------------------------------------------------------------------- sweep files
@@ -265,7 +355,7 @@ def test_shipped_sweep_files_parse_and_every_point_is_a_valid_fit(path, monkeypa
     monkeypatch.chdir(ROOT)  # their base configs are relative to the repository
     spec, _ = sweep_spec.parse(["--config", str(path.relative_to(ROOT))])
     assert spec.name == path.stem and spec.is_grid and spec.test
-    config = sweep_spec.check_points(spec, [])
+    config = sweep_commands.check_points(spec, [])
     assert config.trainer.logger.class_path.endswith("TensorBoardLogger")
 
 
@@ -279,17 +369,25 @@ def bad(capsys, tmp_path: Path, *argv: str, command: str = "sweep") -> str:
     return err[0]
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"gird": {"model.init_args.width_mult": [0.5]}}, "'gird"),
-    ({"grid": {}}, "the grid is empty"),
-    ({"grid": {"model.init_args.width_mult": []}}, "model.init_args.width_mult has no values"),
-    ({"grid": GRID_2X2, "search": {"model.init_args.dropout": [0.0]}}, "not both"),
-    ({}, "neither was given"),
-    ({"search": {"model.init_args.dropout": {"low": 0.0, "high": 0.5}}}, "needs n_trials"),
-    ({"search": {"model.init_args.optimizer.init_args.lr": {"low": 0.0, "high": 0.5, "log": True}}, "n_trials": 2},
-     "log-scaled and needs low > 0"),
-    ({"grid": GRID_2X2, "n_trials": 3}, "n_trials is for a search"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"gird": {"model.init_args.width_mult": [0.5]}}, "'gird"),
+        ({"grid": {}}, "the grid is empty"),
+        ({"grid": {"model.init_args.width_mult": []}}, "model.init_args.width_mult has no values"),
+        ({"grid": GRID_2X2, "search": {"model.init_args.dropout": [0.0]}}, "not both"),
+        ({}, "neither was given"),
+        ({"search": {"model.init_args.dropout": {"low": 0.0, "high": 0.5}}}, "needs n_trials"),
+        (
+            {
+                "search": {"model.init_args.optimizer.init_args.lr": {"low": 0.0, "high": 0.5, "log": True}},
+                "n_trials": 2,
+            },
+            "log-scaled and needs low > 0",
+        ),
+        ({"grid": GRID_2X2, "n_trials": 3}, "n_trials is for a search"),
+    ],
+)
 def test_bad_sweep_file_is_one_line(fields, message, tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"base": [QUICK], **fields}))
@@ -308,12 +406,16 @@ def test_unknown_fit_key_or_bad_value_in_the_grid_is_one_line(tmp_path, capsys, 
     assert not (tmp_path / "sweeps").exists()  # nothing was created
 
 
-@pytest.mark.parametrize("url, message", [
-    ("nodb://x/y", "cannot open the database"),
-    ("not a url", "not a database URL"),
-    ("sqlite:///:memory:", "in-memory database"),
-    ("sqlite:////proc/no/such/dir/x.db", "cannot create /proc/no/such/dir"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("nodb://x/y", "a sweep keeps its study in SQLite (one machine"),
+        ("mysql://u@host/db", "relies on; not mysql"),
+        ("not a url", "not a database URL"),
+        ("sqlite:///:memory:", "in-memory database"),
+        ("sqlite:////proc/no/such/dir/x.db", "cannot create /proc/no/such/dir"),
+    ],
+)
 def test_bad_storage_url_is_one_line(url, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = write_sweep(tmp_path, "store", grid=GRID_2X2)
@@ -329,53 +431,89 @@ def test_storage_password_is_not_shown(capsys, tmp_path, monkeypatch):
 
 
 def test_spec_orders_class_choice_first_and_writes_values_as_yaml(tmp_path):
-    path = write_sweep(tmp_path, "order", grid={"model.init_args.width_mult": [0.5, 1.0],
-                                               "model.class_path": ["mobilenet_lab.MobileNetV3Large"]})
+    path = write_sweep(
+        tmp_path,
+        "order",
+        grid={"model.init_args.width_mult": [0.5, 1.0], "model.class_path": ["mobilenet_lab.MobileNetV3Large"]},
+    )
     spec, cfg = sweep_spec.parse(["--config", str(path), "--workers", "3"])
     assert spec.name == "order" and cfg.workers == 3 and cfg.storage is None
     assert spec.keys == ["model.class_path", "model.init_args.width_mult"]
-    assert spec.grid_points()[1] == {"model.class_path": "mobilenet_lab.MobileNetV3Large",
-                                     "model.init_args.width_mult": 1.0}
-    args = sweep_spec.trial_arguments(spec, spec.grid_points()[0], ["--data.data_dir=d"])
+    assert spec.grid_points()[1] == {
+        "model.class_path": "mobilenet_lab.MobileNetV3Large",
+        "model.init_args.width_mult": 1.0,
+    }
+    args = sweep_commands.trial_arguments(spec, spec.grid_points()[0], ["--data.data_dir=d"])
     assert args[0] == f"--config={QUICK}" and args[-3:] == [
-        "--data.data_dir=d", "--model.class_path=mobilenet_lab.MobileNetV3Large", "--model.init_args.width_mult=0.5"]
-    assert [sweep_spec.cli_value(v) for v in (1e-05, 0.1, True, None, 3, "x", [1, 2])] == [
-        "1.0e-05", "0.1", "true", "null", "3", "x", "[1, 2]"]
-    assert yaml.safe_load(sweep_spec.cli_value(1e-05)) == 1e-05
+        "--data.data_dir=d",
+        "--model.class_path=mobilenet_lab.MobileNetV3Large",
+        "--model.init_args.width_mult=0.5",
+    ]
+    assert [sweep_commands.cli_value(v) for v in (1e-05, 0.1, True, None, 3, "x", [1, 2])] == [
+        "1.0e-05",
+        "0.1",
+        "true",
+        "null",
+        "3",
+        "x",
+        "[1, 2]",
+    ]
+    assert yaml.safe_load(sweep_commands.cli_value(1e-05)) == 1e-05
     # A study keeps its sweep: a grid may grow, anything else must stay.
     stored = spec.stored()
-    grown, _ = sweep_spec.parse(["--config", str(path), "--grid", json.dumps(
-        {"model.init_args.width_mult": [0.5, 1.0, 0.75], "model.class_path": ["mobilenet_lab.MobileNetV3Large"]})])
+    grown, _ = sweep_spec.parse(
+        [
+            "--config",
+            str(path),
+            "--grid",
+            json.dumps(
+                {"model.init_args.width_mult": [0.5, 1.0, 0.75], "model.class_path": ["mobilenet_lab.MobileNetV3Large"]}
+            ),
+        ]
+    )
     assert grown.differences(stored) == []
     changed, _ = sweep_spec.parse(["--config", str(path), "--metric", "val/loss", "--direction", "minimize"])
     assert set(changed.differences(stored)) == {"direction", "metric"}
 
 
 # -------------------------------------------------------------------------------- storage
-def test_dead_local_worker_trial_is_failed_and_queued_again(tmp_path):
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_trial_without_heartbeat_is_failed_and_queued_again(tmp_path, monkeypatch, capsys):
+    # Optuna's heartbeat, as the sweep configures it: a running trial whose worker (any machine) stopped
+    # beating is failed by whoever looks next and queued again with its point and its metric so far.
+    monkeypatch.setattr(sweep_storage, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(sweep_storage, "GRACE_S", 1)
     url = f"sqlite:///{tmp_path / 's.db'}"
-    store = sweep_storage.open_storage(url, heartbeat=False)
+    store = sweep_storage.open_storage(url)
     study = optuna.create_study(study_name="s", storage=store)
     study.enqueue_trial({"x": 1.0}, user_attrs={"grid_params": {"x": 1.0}})
     trial = study.ask()
     trial.suggest_categorical("x", [1.0, 2.0])
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    trial.set_user_attr("worker", {**sweep_storage.worker_id(), "pid": dead.pid})
-    alive = study.ask()  # a trial of this (live) process is left alone
-    alive.set_user_attr("worker", sweep_storage.worker_id())
-    assert sweep_storage.reap_dead_workers(study, store) == [trial.number]
-    states = [t.state for t in study.get_trials()]
-    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    trial.report(0.25, 0)
+    store.record_heartbeat(trial_id(trial))  # its worker beat once, then died
+    alive = study.ask()  # never beat: Optuna leaves it alone
+    sweep_storage.fail_stale_trials(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING, TrialState.RUNNING]
+    time.sleep(2.1)
+    sweep_storage.fail_stale_trials(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert "trial 0: no heartbeat from its worker for 1 s; marked failed and queued again" in capsys.readouterr().out
     retry = study.get_trials()[-1]
     assert retry.params == {"x": 1.0} and retry.user_attrs["grid_params"] == {"x": 1.0}
-    assert sweep_storage.reap_dead_workers(study, store) == []
+    assert retry.intermediate_values == {0: 0.25} and sweep_storage.retry_history(retry) == [0]
+    assert alive.number == 1
     # A re-run queues grid points whose trials all failed (the retry above holds this one).
     spec, _ = sweep_spec.parse(["--config", str(write_sweep(tmp_path, "s", grid={"x": [1.0, 2.0]}))])
     assert sweep_storage.queue_grid(study, spec) == 1  # x=2.0: never queued
     assert sweep_storage.queue_grid(study, spec) == 0
     study.tell(study.ask(), state=TrialState.FAIL)  # the retry of x=1.0 fails too
     assert sweep_storage.queue_grid(study, spec) == 1 and study.get_trials()[-1].user_attrs["grid_params"] == {"x": 1.0}
+
+
+def test_missing_postgresql_driver_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
+    with pytest.raises(UserError, match=r'driver is missing: pip install -e "\.\[postgres\]" \(psycopg\[binary\]\)'):
+        sweep_storage.open_storage("postgresql://user@/db?host=/nonexistent")
 
 
 POP = """
@@ -402,8 +540,10 @@ def test_two_processes_never_take_the_same_queued_trial(tmp_path):
     study = optuna.create_study(study_name="q", storage=sweep_storage.open_storage(url, heartbeat=False))
     for i in range(40):
         study.enqueue_trial({"i": i}, user_attrs={"grid_params": {"i": i}})
-    procs = [subprocess.Popen([sys.executable, "-c", POP, url], env=env(), stdout=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", POP, url], env=env(), stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     taken = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
     assert sorted(taken[0] + taken[1]) == list(range(40)), taken
 
@@ -414,29 +554,93 @@ def test_sweep_rows_name_states_and_columns(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     study = optuna.create_study(study_name="r", storage=sweep_storage.open_storage(url, heartbeat=False))
     grid = {"model.class_path": ["mobilenet_lab.MobileNetV3Small"], "model.init_args.width_mult": [0.5, 1.0, 2.0]}
-    study.set_user_attr("sweep", {"keys": list(grid), "metric": "val/acc", "direction": "maximize", "grid": grid,
-                                  "base": ["b.yaml"], "set": {}})
+    study.set_user_attr(
+        "sweep",
+        {"keys": list(grid), "metric": "val/acc", "direction": "maximize", "grid": grid, "base": ["b.yaml"], "set": {}},
+    )
     dist = {k: optuna.distributions.CategoricalDistribution(v) for k, v in grid.items()}
 
     def add(width, state, values, **attrs):
         params = {"model.class_path": "mobilenet_lab.MobileNetV3Small", "model.init_args.width_mult": width}
-        study.add_trial(optuna.create_trial(
-            state=state, params=params, distributions=dist, user_attrs=attrs,
-            intermediate_values=dict(enumerate(values)),
-            value=max(values) if state == TrialState.COMPLETE else None))
+        study.add_trial(
+            optuna.create_trial(
+                state=state,
+                params=params,
+                distributions=dist,
+                user_attrs=attrs,
+                intermediate_values=dict(enumerate(values)),
+                value=max(values) if state == TrialState.COMPLETE else None,
+            )
+        )
 
-    add(0.5, TrialState.COMPLETE, [0.1, 0.3, 0.2])
+    # The facts the worker stored with the trial are the table's (no run folder is read).
+    facts = {
+        "model": "mobilenet_v3_small",
+        "width": 0.5,
+        "params": 1234,
+        "MACs": 5678,
+        "epochs": 3,
+        "last_test_acc": 0.25,
+        "errors": "\n## r/trial_000: test errors (x)\n",
+    }
+    add(0.5, TrialState.COMPLETE, [0.1, 0.3, 0.2], facts=facts)
     add(1.0, TrialState.PRUNED, [0.05], pruned_at_epoch=0)
     add(2.0, TrialState.FAIL, [], error="error: model: bad")
     rows, columns = results.sweep_rows(study)
     assert columns[:4] == ["trial", "state", "model", "width_mult"] and "note" in columns
     assert [r["state"] for r in rows] == ["complete", "pruned (epoch 0)", "failed"]
     assert rows[0]["model"] == "MobileNetV3Small" and rows[0]["best val/acc"] == 0.3 and rows[1]["best val/acc"] == 0.05
-    assert rows[0]["width_mult"] == 0.5
+    assert (rows[0]["width_mult"], rows[0]["params"], rows[0]["MACs"], rows[0]["epochs"], rows[0]["test/acc"]) == (
+        0.5,
+        1234,
+        5678,
+        3,
+        0.25,
+    )
+    assert rows[1]["params"] is None and rows[1]["epochs"] == 1  # no facts: epochs from the reported metric
     assert rows[2]["note"] == "error: model: bad"
+    results.write_sweep_report(study, url, tmp_path / "out", quiet=True)
+    assert "## r/trial_000: test errors (x)" in (tmp_path / "out/report.md").read_text()
+    # A re-run queued the failed point again: the old trial no longer fails the sweep.
+    add(2.0, TrialState.FAIL, [], error="error: again")
+    add(2.0, TrialState.COMPLETE, [0.4])
+    states = [r["state"] for r in results.sweep_rows(study)[0]]
+    assert states[2:] == ["failed (rerun as trial 3)", "failed (rerun as trial 4)", "complete"]
     assert results.plot_sweep(rows, study, tmp_path / "p.png") == "width_mult"
-    assert results.column_names(["a.init_args.lr", "b.init_args.lr"]) == {"a.init_args.lr": "a.lr",
-                                                                         "b.init_args.lr": "b.lr"}
+    assert results.column_names(["a.init_args.lr", "b.init_args.lr"]) == {
+        "a.init_args.lr": "a.lr",
+        "b.init_args.lr": "b.lr",
+    }
+
+
+def test_sweep_with_a_failed_trial_exits_non_zero_and_pruned_counts_as_success(tmp_path, monkeypatch, capsys):
+    # The whole sweep command in-process, each fit replaced by a stand-in that completes, is pruned or fails.
+    from mobilenet_lab.tools.sweep.runner import Runner
+
+    outcome = {0.0: "complete", 0.1: "pruned", 0.2: "fail"}
+
+    def fit(self, command, output, device):
+        trial = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))[0]
+        self.storage.set_trial_intermediate_value(trial_id(trial), 0, 0.5)
+        result = outcome[trial.params["model.init_args.dropout"]]
+        if result == "pruned":
+            self.storage.set_trial_user_attr(trial_id(trial), "pruned_at_epoch", 0)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("error: data: out of cheese\n" if result == "fail" else "done\n")
+        return 1 if result == "fail" else 0
+
+    monkeypatch.setattr(Runner, "_run", fit)
+    monkeypatch.chdir(tmp_path)
+    path = write_sweep(tmp_path, "fails", grid={"model.init_args.dropout": list(outcome)})
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["sweep", "--config", str(path)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "failed: sweep fails: 1 of 3 trials failed (trial 2: error: data: out of cheese)" in err, err
+    outcome[0.2] = "complete"  # fixed: the same command runs the failed point again and succeeds
+    cli(["sweep", "--config", str(path)])  # returns: no failed trial left
+    rows = report.main(["--sweep", "fails", "--quiet"])
+    assert [r["state"] for r in rows] == ["complete", "pruned (epoch 0)", "failed (rerun as trial 3)", "complete"]
 
 
 def test_report_of_a_missing_sweep_is_one_line(tmp_path, monkeypatch, capsys):
@@ -464,16 +668,21 @@ def test_report_lists_the_confusions_of_a_tested_run(tmp_path):
 
     logdir = tmp_path / "lightning_logs"
     model = {"class_path": "mobilenet_lab.versions.MobileNetV3Small", "init_args": {"width_mult": 0.5}}
-    for version, scalars, ckpt in ((0, {"val/acc": 0.4, "train/loss": 1.0}, None),
-                                   (1, {"test/acc": 0.5}, "checkpoints/m/version_0/last.ckpt")):
+    for version, scalars, ckpt in (
+        (0, {"val/acc": 0.4, "train/loss": 1.0}, None),
+        (1, {"test/acc": 0.5}, "checkpoints/m/version_0/last.ckpt"),
+    ):
         run = logdir / "m" / f"version_{version}"
         writer = SummaryWriter(str(run))
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, 0)
         writer.close()
         (run / "config.yaml").write_text(yaml.safe_dump({"model": model, "ckpt_path": ckpt}))
-    write_confusion_csv(torch.tensor([[3, 1, 0], [2, 0, 2], [0, 0, 4]]), ["apple", "bee", "cat"],
-                        logdir / "m/version_1/confusion_matrix.csv")
+    write_confusion_csv(
+        torch.tensor([[3, 1, 0], [2, 0, 2], [0, 0, 4]]),
+        ["apple", "bee", "cat"],
+        logdir / "m/version_1/confusion_matrix.csv",
+    )
     rows = report.main(["--logdir", str(logdir), "--out", str(tmp_path / "out"), "--quiet"])
     assert [r["test_run"] for r in rows] == ["m/version_1"]
     text = (tmp_path / "out/report.md").read_text()
@@ -482,7 +691,7 @@ def test_report_lists_the_confusions_of_a_tested_run(tmp_path):
 
 
 def test_cpu_trials_share_the_cores_unless_threads_are_set(monkeypatch):
-    from mobilenet_lab.tools.sweep.runner import cpu_threads_env
+    from mobilenet_lab.tools.sweep.devices import cpu_threads_env
 
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert cpu_threads_env(4, {}) == {"OMP_NUM_THREADS": "4"}

@@ -28,35 +28,38 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from jsonargparse import ArgumentParser
 
 from ..errors import UserError
 from .arguments import parse, tool_parser
 from .runs import collect_runs, find_runs, read_scalars, report_rows, run_description
-from .tables import markdown_table, output_dir, save_figure, write_report
+from .tables import confusion_sections, duration, markdown_table, output_dir, save_figure, write_report
 
-__all__ = ["main", "collect_runs", "report_rows", "find_runs", "read_scalars", "run_description", "confusion_sections",
-           "COLUMNS"]
+__all__ = ["main", "collect_runs", "report_rows", "find_runs", "read_scalars", "run_description", "COLUMNS"]
 
 #: Columns of report.csv and of the markdown table.
 COLUMNS = [
-    "run", "model", "width", "stem", "image_size", "params", "MACs", "epochs", "wall_time_s",
-    "accelerator", "best_val_acc", "last_test_acc", "test_run",
+    "run",
+    "model",
+    "width",
+    "stem",
+    "image_size",
+    "params",
+    "MACs",
+    "epochs",
+    "wall_time_s",
+    "accelerator",
+    "best_val_acc",
+    "last_test_acc",
+    "test_run",
 ]
 
 
 # ---------------------------------------------------------------------------------- output
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 FORMATS = {
-    "wall_time_s": _duration,
+    "wall_time_s": duration,
     "best_val_acc": lambda v: "" if v is None else f"{v:.4f}",
     "last_test_acc": lambda v: "" if v is None else f"{v:.4f}",
 }
@@ -104,8 +107,9 @@ def plot(rows: list[dict[str, Any]], path: Path, latency: dict | None = None) ->
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", color=f"C{i}", label=model)
             for x, a, w in pts:
-                ax.annotate("" if w is None else f"{w:g}", (x, a), textcoords="offset points", xytext=(4, 4),
-                            fontsize=7)
+                ax.annotate(
+                    "" if w is None else f"{w:g}", (x, a), textcoords="offset points", xytext=(4, 4), fontsize=7
+                )
     ax.set_xlabel("batch-1 latency, median (ms, benchmark)" if latency is not None else "MMACs per image")
     ax.set_ylabel("accuracy (last test/acc, else best val/acc)")
     ax.set_title("accuracy vs " + ("latency" if latency is not None else "MACs"))
@@ -122,46 +126,42 @@ def markdown_report(rows: list[dict[str, Any]], logdir: Path) -> str:
         f"# Training runs under {logdir}\n\n"
         "- params/MACs: computed from each run's model config at its image size; wall time: first to last "
         "logged event; best_val_acc: max of val/acc; last_test_acc: the last test run of that fit's checkpoint "
-        "(test_run)\n\n" + table + "\n"
+        "(test_run)\n\n"
+        + table
+        + "\n"
         + confusion_sections([(r["run"], logdir / r["test_run"]) for r in rows if r.get("test_run")])
     )
-
-
-def confusion_sections(tested: list[tuple[str, Path]], k: int = 10) -> str:
-    """For each (run, its test run's folder) with a ``confusion_matrix.csv``: most-confused pairs, worst classes."""
-    from ..confusion import CONFUSION_CSV, confusion_markdown, most_confused, read_confusion_csv, worst_classes
-
-    parts = []
-    for run, test_dir in tested:
-        path = Path(test_dir) / CONFUSION_CSV
-        if not path.is_file():
-            continue
-        try:
-            confusion, names = read_confusion_csv(path)
-        except (OSError, ValueError, IndexError):
-            continue
-        parts.append(
-            f"\n## {run}: test errors ({path})\n\n{k} most-confused pairs:\n\n"
-            + confusion_markdown(most_confused(confusion, names, k), ("true class", "predicted as", "images",
-                                                                      "share of class"))
-            + f"\n\n{k} worst classes:\n\n"
-            + confusion_markdown(worst_classes(confusion, names, k), ("class", "accuracy", "images")) + "\n"
-        )
-    return "".join(parts)
 
 
 # ------------------------------------------------------------------------------------- CLI
 def build_parser() -> ArgumentParser:
     p = tool_parser("python -m mobilenet_lab report", __doc__)
     p.add_argument("--logdir", type=Path, default=Path("lightning_logs"), help="TensorBoard log folder of the runs")
-    p.add_argument("--out", type=Optional[Path], default=None,
-                   help="output folder (default: benchmarks_out/, for a sweep sweeps/<name>/)")
-    p.add_argument("--sweep", type=Optional[str], default=None, metavar="NAME",
-                   help="tabulate the trials of this sweep (`python -m mobilenet_lab sweep`) instead of --logdir")
-    p.add_argument("--storage", type=Optional[str], default=None,
-                   help="the sweep's storage URL (default: sqlite:///sweeps/<name>.db)")
-    p.add_argument("--benchmark_csv", type=Optional[Path], default=None,
-                   help="benchmark.csv of `python -m mobilenet_lab benchmark`: plot accuracy vs its latency")
+    p.add_argument(
+        "--out",
+        type=Path | None,
+        default=None,
+        help="output folder (default: benchmarks_out/, for a sweep sweeps/<name>/)",
+    )
+    p.add_argument(
+        "--sweep",
+        type=str | None,
+        default=None,
+        metavar="NAME",
+        help="tabulate the trials of this sweep (`python -m mobilenet_lab sweep`) instead of --logdir",
+    )
+    p.add_argument(
+        "--storage",
+        type=str | None,
+        default=None,
+        help="the sweep's storage URL (default: sqlite:///sweeps/<name>.db)",
+    )
+    p.add_argument(
+        "--benchmark_csv",
+        type=Path | None,
+        default=None,
+        help="benchmark.csv of `python -m mobilenet_lab benchmark`: plot accuracy vs its latency",
+    )
     p.add_argument("--quiet", action="store_true", help="do not print the table")
     return p
 
@@ -179,11 +179,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         raise UserError(f"--benchmark_csv {args.benchmark_csv}: no such file")
     runs = collect_runs(args.logdir)
     if not runs:
-        raise UserError(f"no runs under {args.logdir} (expected <logdir>/<name>/version_N/ with TensorBoard event files)")
+        raise UserError(
+            f"no runs under {args.logdir} (expected <logdir>/<name>/version_N/ with TensorBoard event files)"
+        )
     rows = report_rows(runs)
     output_dir(args.out)
     md = markdown_report(rows, args.logdir)
     latency = read_latency(args.benchmark_csv) if args.benchmark_csv else None
     write_report(args.out, "report", md, rows, COLUMNS, lambda path: plot(rows, path, latency), args.quiet)
     return rows
-

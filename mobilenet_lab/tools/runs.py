@@ -15,8 +15,16 @@ import yaml
 
 from ..models import ModelDescription
 
-__all__ = ["collect_runs", "read_run", "report_rows", "find_runs", "read_scalars", "read_yaml", "run_description",
-           "params_and_macs"]
+__all__ = [
+    "collect_runs",
+    "read_run",
+    "report_rows",
+    "find_runs",
+    "read_scalars",
+    "read_yaml",
+    "run_description",
+    "params_and_macs",
+]
 
 
 class _Loader(yaml.SafeLoader):
@@ -63,9 +71,11 @@ def _version_key(path: Path) -> tuple[int, str]:
 
 def find_runs(logdir: Path) -> list[Path]:
     """Run folders: ``<logdir>/<name>/<version>/`` (or ``<logdir>/<version>/``) with logs in them."""
+
     def is_run(d: Path) -> bool:
-        return d.is_dir() and (any(d.glob("events.out.tfevents.*")) or (d / "hparams.yaml").is_file()
-                               or (d / "config.yaml").is_file())
+        return d.is_dir() and (
+            any(d.glob("events.out.tfevents.*")) or (d / "hparams.yaml").is_file() or (d / "config.yaml").is_file()
+        )
 
     direct = sorted((d for d in logdir.iterdir() if is_run(d)), key=_version_key)
     if direct:  # logdir is one experiment's folder
@@ -217,19 +227,21 @@ def report_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         last_test = tests[-1] if tests else None
         description = r["description"]
         params, macs = params_and_macs(description, r["image_size"])
-        rows.append({
-            "run": r["run"] + (" (test only)" if r["is_test"] else ""),
-            "model": description.name if description else None,
-            "width": float(description.width_mult) if description else None,
-            "stem": description.stem if description else None,
-            "image_size": r["image_size"],
-            "params": params,
-            "MACs": macs,
-            "epochs": r["epochs"],
-            "wall_time_s": r["wall_time_s"],
-            "accelerator": r["accelerator"],
-            "best_val_acc": r["best_val_acc"],
-            "last_test_acc": last_test["last_test_acc"] if last_test else r["last_test_acc"],
-            "test_run": last_test["run"] if last_test else "",
-        })
+        rows.append(
+            {
+                "run": r["run"] + (" (test only)" if r["is_test"] else ""),
+                "model": description.name if description else None,
+                "width": float(description.width_mult) if description else None,
+                "stem": description.stem if description else None,
+                "image_size": r["image_size"],
+                "params": params,
+                "MACs": macs,
+                "epochs": r["epochs"],
+                "wall_time_s": r["wall_time_s"],
+                "accelerator": r["accelerator"],
+                "best_val_acc": r["best_val_acc"],
+                "last_test_acc": last_test["last_test_acc"] if last_test else r["last_test_acc"],
+                "test_run": last_test["run"] if last_test else "",
+            }
+        )
     return rows

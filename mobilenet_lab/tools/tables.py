@@ -1,4 +1,5 @@
-"""Output shared by the tools: markdown tables, CSV files, figures, the output folder, the md/csv/png trio."""
+"""Output shared by the tools: markdown tables, durations, test-error sections, CSV files, figures, the output folder,
+the md/csv/png trio. Imports none of the tools (``report`` and ``sweep`` both import it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["markdown_table", "write_csv", "output_dir", "save_figure", "write_report"]
+__all__ = ["markdown_table", "duration", "confusion_sections", "write_csv", "output_dir", "save_figure", "write_report"]
 
 
 def markdown_table(rows: list[dict], formats: dict | None = None) -> str:
@@ -31,10 +32,45 @@ def markdown_table(rows: list[dict], formats: dict | None = None) -> str:
     cells = [[cell(k, r.get(k)) for k in keys] for r in rows]
     numeric = [all(isinstance(r.get(k), (int, float)) for r in rows) for k in keys]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    line = lambda vals: "| " + " | ".join(  # noqa: E731
-        v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)) + " |"
+
+    def line(vals: list[str]) -> str:
+        return "| " + " | ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)) + " |"
+
     sep = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
     return "\n".join([line(keys), sep] + [line(c) for c in cells])
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds as ``H:MM:SS`` (empty for None)."""
+    if seconds is None:
+        return ""
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def confusion_sections(tested: list[tuple[str, Path]], k: int = 10) -> str:
+    """For each (run, its test run's folder) with a ``confusion_matrix.csv``: most-confused pairs, worst classes."""
+    from ..confusion import CONFUSION_CSV, confusion_markdown, most_confused, read_confusion_csv, worst_classes
+
+    parts = []
+    for run, test_dir in tested:
+        path = Path(test_dir) / CONFUSION_CSV
+        if not path.is_file():
+            continue
+        try:
+            confusion, names = read_confusion_csv(path)
+        except (OSError, ValueError, IndexError):
+            continue
+        parts.append(
+            f"\n## {run}: test errors ({path})\n\n{k} most-confused pairs:\n\n"
+            + confusion_markdown(
+                most_confused(confusion, names, k), ("true class", "predicted as", "images", "share of class")
+            )
+            + f"\n\n{k} worst classes:\n\n"
+            + confusion_markdown(worst_classes(confusion, names, k), ("class", "accuracy", "images"))
+            + "\n"
+        )
+    return "".join(parts)
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path, columns: Sequence[str]) -> None:
@@ -64,8 +100,15 @@ def save_figure(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path, name: str, text: str, rows: list[dict[str, Any]], columns: Sequence[str],
-                 plot: Callable[[Path], Any], quiet: bool = False) -> None:
+def write_report(
+    out: Path,
+    name: str,
+    text: str,
+    rows: list[dict[str, Any]],
+    columns: Sequence[str],
+    plot: Callable[[Path], Any],
+    quiet: bool = False,
+) -> None:
     """The tools' three outputs: ``<out>/<name>.md`` (``text``), ``.csv`` (``rows``), ``.png`` (``plot(path)``).
 
     Prints the markdown and the written paths unless ``quiet``. ``out`` must exist (:func:`output_dir`).

@@ -1,8 +1,9 @@
 """A sweep's results: one row per trial (swept values, model size, metric, test accuracy, time, state) and a plot.
 
-The trials come from the study (state, swept values, the metric reported each epoch, times);
-model, parameters, MACs and test accuracy from the trials' run folders, read by ``report``'s
-own functions (a ``test`` of a trial's checkpoint is matched to the trial as to any run).
+Everything comes from the study, so every machine reports the same table: state, swept values,
+the metric reported each epoch and times from Optuna; model, parameters, MACs, epochs, test
+accuracy and the test's most-confused classes from the facts the worker that ran the trial read
+from its run folders (:func:`trial_facts`, with ``report``'s own functions) and stored with it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,35 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ...errors import UserError
-from ..tables import markdown_table, output_dir, save_figure, write_report
-from .spec import cli_value
-from .storage import SPEC_ATTR, open_storage, retry_history, safe_url
+from ..tables import confusion_sections, duration, markdown_table, output_dir, save_figure, write_report
+from .commands import cli_value
+from .storage import SPEC_ATTR, grid_key, open_storage, retry_history, safe_url
 from .trial import PRUNED_ATTR
 
-__all__ = ["load_study", "sweep_rows", "write_sweep_report", "column_names"]
+__all__ = ["load_study", "sweep_rows", "write_sweep_report", "column_names", "trial_facts", "FACTS_ATTR"]
+
+#: Trial attribute: what :func:`trial_facts` read from the trial's run folders.
+FACTS_ATTR = "facts"
+
+
+def trial_facts(log_dir: Path) -> dict[str, Any]:
+    """The report's row of the fit run in ``log_dir`` (and its test in ``<log_dir>_test``), as JSON data.
+
+    Adds ``errors``: the test's most-confused pairs and worst classes as markdown. Empty when the
+    fit left no run folder.
+    """
+    from ..runs import read_run, report_rows
+
+    test_dir = log_dir.with_name(f"{log_dir.name}_test")
+    if not log_dir.is_dir():
+        return {}
+    try:
+        row = report_rows([read_run(d) for d in (log_dir, test_dir) if d.is_dir()])[0]
+    except Exception:  # noqa: BLE001 - an unreadable log leaves the row blank; it must not fail the trial
+        return {}
+    facts = {k: v for k, v in row.items() if k != "run"}
+    facts["errors"] = confusion_sections([(row["run"], test_dir)] if row["test_run"] else [])
+    return facts
 
 
 def load_study(name: str, url: str) -> optuna.Study:
@@ -29,8 +53,10 @@ def load_study(name: str, url: str) -> optuna.Study:
 
     path = _sqlite_path(url)
     if path is not None and not path.is_file():
-        raise UserError(f"no sweep database {path}; run `python -m mobilenet_lab sweep --config "
-                        f"configs/sweeps/{name}.yaml` first, or pass --storage")
+        raise UserError(
+            f"no sweep database {path}; run `python -m mobilenet_lab sweep --config "
+            f"configs/sweeps/{name}.yaml` first, or pass --storage"
+        )
     storage = open_storage(url, heartbeat=False)
     names = optuna.study.get_all_study_names(storage)
     if name not in names:
@@ -43,6 +69,7 @@ def load_study(name: str, url: str) -> optuna.Study:
 
 def column_names(keys: list[str]) -> dict[str, str]:
     """Short column names of the swept keys: ``width_mult``, ``model`` (for ``model.class_path``), ``lr``."""
+
     def short(key: str) -> str:
         parts = [p for p in key.split(".") if p != "init_args"]
         if parts[-1] == "class_path" and len(parts) > 1:
@@ -61,7 +88,9 @@ def _value(value: Any) -> Any:
     return value
 
 
-def _state(trial: FrozenTrial, retried_as: dict[int, int]) -> str:
+def _state(trial: FrozenTrial, retried_as: dict[int, int], rerun_as: dict[int, int]) -> str:
+    """``complete``, ``pruned``, ``failed`` (the only state that fails a sweep), ``interrupted``/``failed (rerun
+    as ...)`` (cut off or failed, then run again), ``running`` or ``queued``."""
     if trial.state == TrialState.COMPLETE:
         return "complete"
     if trial.state == TrialState.PRUNED:
@@ -69,7 +98,7 @@ def _state(trial: FrozenTrial, retried_as: dict[int, int]) -> str:
     if trial.state == TrialState.FAIL:
         if trial.number in retried_as:
             return f"interrupted (rerun as trial {retried_as[trial.number]})"
-        return "failed"
+        return f"failed (rerun as trial {rerun_as[trial.number]})" if trial.number in rerun_as else "failed"
     return {TrialState.RUNNING: "running", TrialState.WAITING: "queued"}.get(trial.state, trial.state.name.lower())
 
 
@@ -82,52 +111,52 @@ def _seconds(trial: FrozenTrial) -> float | None:
 
 def sweep_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[str]]:
     """(rows, column order): one row per trial, in trial order."""
-    from ..runs import collect_runs, report_rows
-
     spec = study.user_attrs[SPEC_ATTR]
     keys = list(spec["keys"])
     names = column_names(keys)
     metric, maximize = spec["metric"], spec["direction"] == "maximize"
-    log_root = Path(study.user_attrs.get("log_root", "lightning_logs"))
-    runs = {r["run"]: r for r in report_rows(collect_runs(log_root))} if log_root.is_dir() else {}
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("skipped")]
-    retried_as = {}
+    trials = study.get_trials(deepcopy=False)
+    retried_as, rerun_as, latest = {}, {}, {}
     for t in trials:
         history = retry_history(t)
         if history:
             retried_as[history[-1]] = t.number
+        elif spec["grid"] is not None and grid_key(t) in latest:  # a re-run queued a failed point again
+            rerun_as[latest[grid_key(t)]] = t.number
+        latest[grid_key(t)] = t.number
     rows = []
     for t in trials:
         run_name = f"{study.study_name}/trial_{t.number:03d}"
-        run = runs.get(run_name, {})
+        run = t.user_attrs.get(FACTS_ATTR) or {}
         values = list(t.intermediate_values.values())
         best = (max(values) if maximize else min(values)) if values else None
         params = t.params or t.user_attrs.get("grid_params") or {}
-        row: dict[str, Any] = {"trial": t.number, "state": _state(t, retried_as)}
+        row: dict[str, Any] = {"trial": t.number, "state": _state(t, retried_as, rerun_as)}
         row.update({names[k]: _value(params.get(k)) for k in keys})
         for column, value in {  # a swept column of the same name (model) wins
-            "model": run.get("model"), "width": run.get("width"), "params": run.get("params"), "MACs": run.get("MACs"),
+            "model": run.get("model"),
+            "width": run.get("width"),
+            "params": run.get("params"),
+            "MACs": run.get("MACs"),
             "epochs": run.get("epochs") if run.get("epochs") is not None else (len(values) or None),
-            f"best {metric}": best, "test/acc": run.get("last_test_acc"), "time": _seconds(t),
+            f"best {metric}": best,
+            "test/acc": run.get("last_test_acc"),
+            "time": _seconds(t),
             "run": run_name if t.state != TrialState.WAITING else "",
             "note": t.user_attrs.get("error", ""),
-            "test_run": run.get("test_run") or "",  # not a column: where its confusion matrix is
+            "errors": run.get("errors") or "",  # not a column: the test's most-confused classes
         }.items():
             row.setdefault(column, value)
         rows.append(row)
     columns = ["trial", "state", *names.values()]
-    columns += [c for c in ("model", "width", "params", "MACs", "epochs", f"best {metric}", "test/acc", "time", "run",
-                            "note") if c not in columns]
+    columns += [
+        c
+        for c in ("model", "width", "params", "MACs", "epochs", f"best {metric}", "test/acc", "time", "run", "note")
+        if c not in columns
+    ]
     if not any(r["note"] for r in rows):
         columns.remove("note")
     return rows, columns
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _fraction(v: Any) -> str:
@@ -147,8 +176,9 @@ def plot_sweep(rows: list[dict[str, Any]], study: optuna.Study, path: Path) -> s
     tested = any(r["test/acc"] is not None for r in rows)
     y_key = "test/acc" if tested else metric
     done = [r for r in rows if r[y_key] is not None]
-    numeric = [n for n in names if done and all(isinstance(r[n], (int, float)) and not isinstance(r[n], bool)
-                                                for r in done)]
+    numeric = [
+        n for n in names if done and all(isinstance(r[n], (int, float)) and not isinstance(r[n], bool) for r in done)
+    ]
     x_key = numeric[0] if numeric else "MACs"
     # A grid repeats each value of the other keys: one line per combination. A search rarely does: one series.
     series_keys = [n for n in names if n != x_key] if spec["grid"] is not None else []
@@ -167,8 +197,12 @@ def plot_sweep(rows: list[dict[str, Any]], study: optuna.Study, path: Path) -> s
         for x, y, note in points:
             if note:
                 ax.annotate(note, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    if x_key != "MACs" and numeric and all(r[x_key] > 0 for r in done) and max(r[x_key] for r in done) > 20 * min(
-            r[x_key] for r in done):
+    if (
+        x_key != "MACs"
+        and numeric
+        and all(r[x_key] > 0 for r in done)
+        and max(r[x_key] for r in done) > 20 * min(r[x_key] for r in done)
+    ):
         ax.set_xscale("log")
     ax.set_xlabel("MMACs per image" if x_key == "MACs" else x_key)
     ax.set_ylabel(y_key)
@@ -183,7 +217,7 @@ def plot_sweep(rows: list[dict[str, Any]], study: optuna.Study, path: Path) -> s
 def markdown(study: optuna.Study, rows: list[dict[str, Any]], columns: list[str], url: str) -> str:
     spec = study.user_attrs[SPEC_ATTR]
     metric = f"best {spec['metric']}"
-    formats = {metric: _fraction, "test/acc": _fraction, "time": _duration}
+    formats = {metric: _fraction, "test/acc": _fraction, "time": duration}
     table = markdown_table([{c: r.get(c) for c in columns} for r in rows], formats)
     counts: dict[str, int] = {}
     for r in rows:
@@ -192,7 +226,8 @@ def markdown(study: optuna.Study, rows: list[dict[str, Any]], columns: list[str]
     best = (max if spec["direction"] == "maximize" else min)(finished, key=lambda r: r[metric]) if finished else None
     what = "grid" if spec["grid"] is not None else "search"
     lines = [
-        f"# Sweep {study.study_name}", "",
+        f"# Sweep {study.study_name}",
+        "",
         f"- {what} over {', '.join(spec['keys'])}; base {' + '.join(spec['base'])}"
         + (f"; set {', '.join(f'{k}={cli_value(v)}' for k, v in spec['set'].items())}" if spec["set"] else ""),
         f"- storage {safe_url(url)}; trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
@@ -206,12 +241,8 @@ def markdown(study: optuna.Study, rows: list[dict[str, Any]], columns: list[str]
 
 def write_sweep_report(study: optuna.Study, url: str, out: Path, quiet: bool = False) -> list[dict[str, Any]]:
     """Writes ``<out>/report.md``, ``report.csv`` and ``report.png`` for the sweep; prints the table."""
-    from ..report import confusion_sections
-
     rows, columns = sweep_rows(study)
     output_dir(out)
-    text = markdown(study, rows, columns, url)
-    log_root = Path(study.user_attrs.get("log_root", "lightning_logs"))
-    text += confusion_sections([(r["run"], log_root / r["test_run"]) for r in rows if r["test_run"]])
+    text = markdown(study, rows, columns, url) + "".join(r["errors"] for r in rows)
     write_report(out, "report", text, rows, columns, lambda path: plot_sweep(rows, study, path), quiet)
     return rows

@@ -1,8 +1,9 @@
 """Running a sweep's trials: one ``fit`` process per trial, ``--workers`` of them at once.
 
-Each worker (a thread of the sweep process) loops: fail the trials of dead workers, then take
-the next trial from the study through Optuna (``study.optimize`` one trial at a time: heartbeat,
-state and sampler as Optuna does them), run its fit command as a child process and tell the
+Each worker (a thread of the sweep process) loops: fail the trials whose worker stopped beating,
+then take the next trial from the study through Optuna (``study.optimize`` one trial at a time:
+heartbeat, state and sampler as Optuna does them), run its fit command as a child process, store
+the trial's facts (model, size, times, test accuracy: :func:`results.trial_facts`) and tell the
 study the result. A grid's points are queued trials that the storage hands out one per worker;
 a search asks the sampler until ``n_trials`` trials are done or running. A worker with nothing
 left to start waits while other trials run (one of them may die and be queued again), so the
@@ -13,9 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import signal
-import sys
+import socket
 import threading
 import time
 from collections import deque
@@ -28,21 +28,20 @@ from optuna.trial import TrialState
 
 import mobilenet_lab
 
-from .spec import SweepSpec, cli_value, trial_arguments
-from .storage import AskLock, fail_stale_trials, reap_dead_workers, requeue, retry_history, worker_id
+from ...compat import trial_id
+from .commands import cli_value, fit_command, last_error, short, shown, test_command, trial_name
+from .devices import cpu_threads_env, gpu_slots
+from .results import FACTS_ATTR, trial_facts
+from .spec import SweepSpec
+from .storage import StudyLock, fail_stale_trials, requeue, retry_history
 from .trial import PARENT_ENV, PRUNED_ATTR, STORAGE_ENV
 
-__all__ = ["Runner", "trial_name"]
+__all__ = ["Runner"]
 
 #: Exit statuses of a fit stopped by SIGINT/SIGTERM (its graceful stop saved last.ckpt).
 INTERRUPTED = {130, 143, -signal.SIGINT, -signal.SIGTERM}
 #: Seconds between looks at the study while waiting for other workers' trials.
 POLL_S = float(os.environ.get("MOBILENET_LAB_SWEEP_POLL_S", "5"))
-
-
-def trial_name(number: int) -> str:
-    """A trial's run folder name (its logger version): ``trial_007``."""
-    return f"trial_{number:03d}"
 
 
 class TrialFailed(Exception):
@@ -75,11 +74,21 @@ class Runner:
         url: The storage URL, passed to the trial processes in their environment.
         extra: Arguments after ``--`` on the sweep's command line, for every fit.
         log_root: The logger's folder (``lightning_logs``): trials log to ``<log_root>/<sweep>/trial_NNN``.
-        checkpoint_root: The checkpoint folder: ``<checkpoint_root>/<sweep>/trial_NNN``.
+        checkpoint_root: The checkpoint folder: ``<checkpoint_root>/<sweep>/trial_NNN``. A trial queued
+            again resumes from the ``last.ckpt`` its predecessor left there, so a root on a file system
+            that every machine mounts lets it resume on any machine.
     """
 
-    def __init__(self, spec: SweepSpec, study: optuna.Study, storage: RDBStorage, url: str, extra: list[str],
-                 log_root: Path, checkpoint_root: Path) -> None:
+    def __init__(
+        self,
+        spec: SweepSpec,
+        study: optuna.Study,
+        storage: RDBStorage,
+        url: str,
+        extra: list[str],
+        log_root: Path,
+        checkpoint_root: Path,
+    ) -> None:
         self.spec, self.study, self.storage, self.url, self.extra = spec, study, storage, url, list(extra)
         self.log_root, self.checkpoint_root = log_root, checkpoint_root
         self.stop = threading.Event()
@@ -89,7 +98,8 @@ class Runner:
         self._lock = threading.Lock()
         self._print_lock = threading.Lock()
         self.errors: deque[BaseException] = deque()
-        self._ask_lock = AskLock(url)
+        # Held from a worker's look at the study until its trial is taken (every machine, with PostgreSQL).
+        self._ask_lock = StudyLock(url, f"ask-{spec.name}")
 
     # ------------------------------------------------------------------ the sweep
     def run(self, workers: int) -> int | None:
@@ -97,11 +107,13 @@ class Runner:
         for handler in logging.getLogger("optuna").handlers:  # a logger's filter misses its children's records
             handler.addFilter(_QUIET)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        devices = _gpu_slots(workers)
+        devices = gpu_slots(workers)
         self.workers = workers
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        threads = [threading.Thread(target=self._worker, args=(devices[i],), name=f"sweep-worker-{i}", daemon=True)
-                   for i in range(workers)]
+        threads = [
+            threading.Thread(target=self._worker, args=(devices[i],), name=f"sweep-worker-{i}", daemon=True)
+            for i in range(workers)
+        ]
         try:
             for thread in threads:
                 thread.start()
@@ -128,8 +140,10 @@ class Runner:
             except ProcessLookupError:
                 pass
         if first:
-            self.say(f"stopping: {len(children)} running trial(s) save last.ckpt and are queued again; "
-                     "run the same command to continue")
+            self.say(
+                f"stopping: {len(children)} running trial(s) save last.ckpt and are queued again; "
+                "run the same command to continue"
+            )
 
     def say(self, text: str) -> None:
         with self._print_lock:
@@ -139,8 +153,8 @@ class Runner:
     def _worker(self, device: str | None) -> None:
         try:
             while not self.stop.is_set():
-                self._reap()
-                self._ask_lock.acquire()  # held from this look at the study until the trial is taken
+                fail_stale_trials(self.study)  # Optuna checks only when a trial is taken; this worker may wait
+                self._ask_lock.acquire()
                 action = "failed"
                 try:
                     action = "done" if self.stop.is_set() else self._next_action()
@@ -154,8 +168,12 @@ class Runner:
                     continue
                 current: dict[str, Any] = {}
                 try:
-                    self.study.optimize(lambda trial: self._objective(trial, device, current), n_trials=1,
-                                        catch=(TrialFailed,), gc_after_trial=False)
+                    self.study.optimize(
+                        lambda trial, current=current: self._objective(trial, device, current),
+                        n_trials=1,
+                        catch=(TrialFailed,),
+                        gc_after_trial=False,
+                    )
                 except TrialInterrupted:
                     trial = self.storage.get_trial(current["id"])
                     if trial.state == TrialState.FAIL:
@@ -168,11 +186,6 @@ class Runner:
             self.errors.append(err)
             self.stop.set()
 
-    def _reap(self) -> None:
-        for number in reap_dead_workers(self.study, self.storage):
-            self.say(f"trial {number}: its worker process is gone; marked failed and queued again")
-        fail_stale_trials(self.study)  # other machines: no heartbeat for GRACE_S seconds
-
     def _next_action(self) -> str:
         """``run`` (a trial to start), ``wait`` (none now, but trials are running) or ``done``."""
         trials = self.study.get_trials(deepcopy=False)
@@ -182,41 +195,58 @@ class Runner:
             return "run"
         if not self.spec.is_grid:
             retried = {n for t in trials for n in retry_history(t)}
-            counted = sum(1 for t in trials if t.number not in retried and not t.user_attrs.get("skipped"))
-            if counted < self.spec.n_trials:
+            if sum(1 for t in trials if t.number not in retried) < self.spec.n_trials:
                 return "run"
         return "wait" if running else "done"
 
     def _objective(self, trial: optuna.Trial, device: str | None, current: dict[str, Any]) -> float:
-        current["id"], current["taken"] = trial._trial_id, True
+        current["id"], current["taken"] = trial_id(trial), True
         self._ask_lock.release()
-        if self.spec.is_grid and "grid_params" not in trial.user_attrs:
-            # Another worker took the last queued point between our look and Optuna's ask.
-            trial.set_user_attr("skipped", True)
-            raise optuna.TrialPruned("nothing left to run")
         params = self.spec.suggest(trial)
         name = trial_name(trial.number)
         log_dir = self.log_root / self.spec.name / name
         checkpoint_dir = self.checkpoint_root / self.spec.name / name
         resume = self._resume_checkpoint(trial)
-        command = self._fit_command(params, trial.number, resume)
-        for key, value in (("worker", worker_id()), ("log_dir", str(log_dir)),
-                           ("checkpoint_dir", str(checkpoint_dir)), ("command", _shown(command)),
-                           ("device", device), ("resumed_from", resume)):
+        command = fit_command(self.spec, params, trial.number, self.extra, resume)
+        for key, value in (
+            ("worker", {"host": socket.gethostname(), "pid": os.getpid()}),
+            ("log_dir", str(log_dir)),
+            ("checkpoint_dir", str(checkpoint_dir)),
+            ("command", shown(command)),
+            ("device", device),
+            ("resumed_from", resume),
+        ):
             trial.set_user_attr(key, value)
-        shown = ", ".join(f"{_short(k)}={_short(cli_value(v))}" for k, v in params.items())
-        self.say(f"trial {trial.number} started: {shown}" + (f" on GPU {device}" if device is not None else "")
-                 + (f", resuming {resume}" if resume else "") + f" (output in {log_dir / 'fit.log'})")
+        values = ", ".join(f"{short(k)}={short(cli_value(v))}" for k, v in params.items())
+        self.say(
+            f"trial {trial.number} started: {values}"
+            + (f" on GPU {device}" if device is not None else "")
+            + (f", resuming {resume}" if resume else "")
+            + f" (output in {log_dir / 'fit.log'})"
+        )
         started = time.monotonic()
         code = self._run(command, log_dir / "fit.log", device)
         if self.stop.is_set() or code in INTERRUPTED:
             raise TrialInterrupted(f"stopped (fit exit status {code})")
+        try:
+            best = self._outcome(trial, code, log_dir, started)
+            if self.spec.test:
+                self._test(trial, log_dir, checkpoint_dir, device)
+        finally:
+            if not self.stop.is_set():  # in the study, so the report reads the same on every machine
+                trial.set_user_attr(FACTS_ATTR, trial_facts(log_dir))
+        minutes = (time.monotonic() - started) / 60
+        self.say(f"trial {trial.number} finished: best {self.spec.metric} {best:.4f} ({minutes:.1f} min)")
+        return best
+
+    def _outcome(self, trial: optuna.Trial, code: int, log_dir: Path, started: float) -> float:
+        """The trial's best metric; raises :class:`TrialFailed`, or ``TrialPruned`` when the pruner stopped it."""
         if code != 0:
-            reason = _last_error(log_dir / "fit.log", code)
+            reason = last_error(log_dir / "fit.log", code)
             trial.set_user_attr("error", reason)
             self.say(f"trial {trial.number} failed: {reason} (see {log_dir / 'fit.log'})")
             raise TrialFailed(reason)
-        frozen = self.storage.get_trial(trial._trial_id)
+        frozen = self.storage.get_trial(trial_id(trial))
         values = frozen.intermediate_values
         if not values:
             reason = f"{self.spec.metric} was never logged (validation metrics: val/acc, val/acc_top5, val/loss)"
@@ -224,26 +254,21 @@ class Runner:
             self.say(f"trial {trial.number} failed: {reason}")
             raise TrialFailed(reason)
         best = max(values.values()) if self.spec.direction == "maximize" else min(values.values())
-        minutes = (time.monotonic() - started) / 60
         if PRUNED_ATTR in frozen.user_attrs:
-            self.say(f"trial {trial.number} pruned at epoch {frozen.user_attrs[PRUNED_ATTR]}: best "
-                     f"{self.spec.metric} {best:.4f} ({minutes:.1f} min)")
+            self.say(
+                f"trial {trial.number} pruned at epoch {frozen.user_attrs[PRUNED_ATTR]}: best "
+                f"{self.spec.metric} {best:.4f} ({(time.monotonic() - started) / 60:.1f} min)"
+            )
             raise optuna.TrialPruned(f"pruned at epoch {frozen.user_attrs[PRUNED_ATTR]}")
-        if self.spec.test:
-            self._test(trial, log_dir, checkpoint_dir, device)
-        self.say(f"trial {trial.number} finished: best {self.spec.metric} {best:.4f} ({minutes:.1f} min)")
         return best
 
     def _test(self, trial: optuna.Trial, log_dir: Path, checkpoint_dir: Path, device: str | None) -> None:
         """Tests the trial's last.ckpt with its config.yaml (all the fit was given); logs to ``trial_NNN_test``."""
-        command = [sys.executable, "-m", "mobilenet_lab", "test", f"--config={log_dir / 'config.yaml'}",
-                   f"--ckpt_path={checkpoint_dir / 'last.ckpt'}",
-                   f"--trainer.logger.init_args.version={trial_name(trial.number)}_test"]
-        code = self._run(command, log_dir / "test.log", device)
+        code = self._run(test_command(log_dir, checkpoint_dir, trial.number), log_dir / "test.log", device)
         if self.stop.is_set() or code in INTERRUPTED:
             raise TrialInterrupted(f"stopped during test (exit status {code})")
         if code != 0:
-            reason = "test: " + _last_error(log_dir / "test.log", code)
+            reason = "test: " + last_error(log_dir / "test.log", code)
             trial.set_user_attr("error", reason)
             self.say(f"trial {trial.number} failed: {reason}")
             raise TrialFailed(reason)
@@ -251,26 +276,18 @@ class Runner:
     def _resume_checkpoint(self, trial: optuna.Trial) -> str | None:
         """A re-queued trial continues from the ``last.ckpt`` its cut-off predecessor left, if any.
 
-        The resumed fit ends with the weights of an uninterrupted one (the data module resumes
-        mid-epoch exactly); it logs from the resumed step on, in the new trial's folder.
+        Looked for under this machine's checkpoint root (a shared one may be mounted elsewhere on
+        the machine that ran the predecessor). The resumed fit ends with the weights of an
+        uninterrupted one (the data module resumes mid-epoch exactly); it logs from the resumed
+        step on, in the new trial's folder.
         """
-        for number in reversed(retry_history(self.storage.get_trial(trial._trial_id))):
-            earlier = self.study.get_trials(deepcopy=False)[number]
-            path = Path(earlier.user_attrs.get("checkpoint_dir", "")) / "last.ckpt"
-            if earlier.user_attrs.get("checkpoint_dir") and path.is_file():
+        for number in reversed(retry_history(self.storage.get_trial(trial_id(trial)))):
+            path = self.checkpoint_root / self.spec.name / trial_name(number) / "last.ckpt"
+            if path.is_file():
                 return str(path)
         return None
 
     # ------------------------------------------------------------------ processes
-    def _fit_command(self, params: dict[str, Any], number: int, resume: str | None = None) -> list[str]:
-        callback = {"class_path": "mobilenet_lab.tools.sweep.trial.SweepTrial",
-                    "init_args": {"sweep": self.spec.name, "trial": number}}
-        return [sys.executable, "-m", "mobilenet_lab", "fit", *trial_arguments(self.spec, params, self.extra),
-                f"--trainer.logger.init_args.name={self.spec.name}",
-                f"--trainer.logger.init_args.version={trial_name(number)}",
-                "--trainer.logger.init_args.default_hp_metric=false",  # SweepTrial writes the HParams summary
-                f"--trainer.callbacks+={cli_value(callback)}", *([f"--ckpt_path={resume}"] if resume else [])]
-
     def _run(self, command: list[str], output: Path, device: str | None) -> int:
         import subprocess
 
@@ -284,7 +301,7 @@ class Runner:
             env["CUDA_VISIBLE_DEVICES"] = device
         env.update(cpu_threads_env(self.workers, env))
         with open(output, "ab") as log:
-            log.write(f"$ {_shown(command)}\n".encode())
+            log.write(f"$ {shown(command)}\n".encode())
             log.flush()
             # Own session: a Ctrl+C reaches the sweep, which forwards one signal to each fit.
             child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -297,57 +314,3 @@ class Runner:
             finally:
                 with self._lock:
                     self._children.pop(child.pid, None)
-
-
-def cpu_threads_env(workers: int, env: dict[str, str]) -> dict[str, str]:
-    """``OMP_NUM_THREADS`` for each of ``workers`` trials sharing this machine's cores (unless the user set it).
-
-    Without it every trial takes one thread per core, and trials that outnumber the cores spin against
-    each other at every parallel region (FINDINGS: several times slower than one thread each).
-    """
-    if workers <= 1 or "OMP_NUM_THREADS" in env:
-        return {}
-    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
-
-
-def _gpu_slots(workers: int) -> list[str | None]:
-    """CUDA_VISIBLE_DEVICES of each worker: one GPU each (round robin), or None without GPUs."""
-    import torch
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        return [None] * workers
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(count)]
-    ids = ids[:count]
-    if workers > len(ids):
-        print(f"note: {workers} workers share {len(ids)} GPU(s); each GPU runs several trials at once")
-    return [ids[i % len(ids)] for i in range(workers)]
-
-
-def _short(text: str) -> str:
-    """``model.init_args.width_mult`` -> ``width_mult``; ``mobilenet_lab.MobileNetV3Small`` -> ``MobileNetV3Small``."""
-    text = str(text)
-    if "." in text and not text.replace(".", "").replace("-", "").replace("e", "").isdigit():
-        return text.rsplit(".", 1)[-1]
-    return text
-
-
-def _shown(command: list[str]) -> str:
-    args = list(command)
-    if args[:3] == [sys.executable, "-m", "mobilenet_lab"]:
-        args = ["python", "-m", "mobilenet_lab", *args[3:]]
-    return shlex.join(args)
-
-
-def _last_error(path: Path, code: int) -> str:
-    """The fit's one-line error (``error: ...``), else the last line of its output; a kill names its signal."""
-    try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        lines = []
-    errors = [line for line in lines if line.startswith("error:")]
-    text = errors[-1] if errors else (lines[-1] if lines else "no output")
-    if code < 0:
-        text = f"killed by {signal.Signals(-code).name} (out of memory?); last output: {text}"
-    return text[:300]

@@ -1,21 +1,18 @@
 """The sweep file: what to vary, on which training config, judged by which metric.
 
 Parsed by jsonargparse (every field can also be given or overridden on the command line), then
-checked against the training CLI itself: each swept and fixed key must be one ``fit`` accepts.
+checked against the training CLI itself (:func:`commands.check_points`): each swept and fixed key
+must be one ``fit`` accepts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import logging
 import re
-import sys
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import optuna
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
@@ -23,10 +20,10 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from ...errors import UserError
 from ..arguments import jsonargparse_message
 
-__all__ = ["Range", "SweepSpec", "build_parser", "parse", "build_pruner", "build_sampler", "cli_value"]
+__all__ = ["Range", "SweepSpec", "build_parser", "parse", "build_pruner", "build_sampler"]
 
 #: A value of a grid or a categorical search dimension (what Optuna can store).
-Value = Union[bool, int, float, str, None]
+Value = bool | int | float | str | None
 
 
 @dataclass
@@ -44,7 +41,7 @@ class Range:
     low: float
     high: float
     log: bool = False
-    step: Optional[float] = None
+    step: float | None = None
     integer: bool = False
 
 
@@ -85,8 +82,9 @@ class SweepSpec:
             if isinstance(dim, list):
                 params[key] = trial.suggest_categorical(key, dim)
             elif dim["integer"]:
-                params[key] = trial.suggest_int(key, int(dim["low"]), int(dim["high"]),
-                                                step=int(dim["step"] or 1), log=dim["log"])
+                params[key] = trial.suggest_int(
+                    key, int(dim["low"]), int(dim["high"]), step=int(dim["step"] or 1), log=dim["log"]
+                )
             else:
                 params[key] = trial.suggest_float(key, dim["low"], dim["high"], step=dim["step"], log=dim["log"])
         return params
@@ -113,41 +111,91 @@ class SweepSpec:
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
-        prog="python -m mobilenet_lab sweep", exit_on_error=False,
+        prog="python -m mobilenet_lab sweep",
+        exit_on_error=False,
         description="Train many variants of one config: a grid, or a search by Optuna's samplers, with pruning. "
-                    "Each trial is an ordinary fit (its own lightning_logs/<sweep>/trial_NNN and checkpoints); "
-                    "the study lives in a database, so a killed sweep continues when the same command runs again "
-                    "and workers on other machines join with the same command and --storage. Arguments after "
-                    "`--` go to every trial's fit command (e.g. -- --data.data_dir ../shared/datasets).",
+        "Each trial is an ordinary fit (its own lightning_logs/<sweep>/trial_NNN and checkpoints); "
+        "the study lives in a database, so a killed sweep continues when the same command runs again "
+        "and workers on other machines join with the same command and --storage. Arguments after "
+        "`--` go to every trial's fit command (e.g. -- --data.data_dir /path/to/datasets). Exits with "
+        "status 1 when trials failed.",
     )
     parser.add_argument("--config", action=ActionConfigFile, help="the sweep file (configs/sweeps/*.yaml)")
-    parser.add_argument("--name", type=Optional[str], default=None,
-                        help="sweep (study) name; default: the sweep file's name without .yaml")
-    parser.add_argument("--base", type=list[str], default=[],
-                        help="training config files of every trial, in order (as fit's --config)")
-    parser.add_argument("--set", type=dict[str, Any], default={},
-                        help="fixed settings of every trial, dotted keys as on the fit command line")
-    parser.add_argument("--grid", type=Optional[dict[str, list[Value]]], default=None,
-                        help="key -> list of values: every combination is one trial")
-    parser.add_argument("--search", type=Optional[dict[str, Union[Range, list[Value]]]], default=None,
-                        help="key -> {low, high, log, step, integer} or a list of choices, sampled by --sampler")
+    parser.add_argument(
+        "--name",
+        type=str | None,
+        default=None,
+        help="sweep (study) name; default: the sweep file's name without .yaml",
+    )
+    parser.add_argument(
+        "--base", type=list[str], default=[], help="training config files of every trial, in order (as fit's --config)"
+    )
+    parser.add_argument(
+        "--set",
+        type=dict[str, Any],
+        default={},
+        help="fixed settings of every trial, dotted keys as on the fit command line",
+    )
+    parser.add_argument(
+        "--grid",
+        type=dict[str, list[Value]] | None,
+        default=None,
+        help="key -> list of values: every combination is one trial",
+    )
+    parser.add_argument(
+        "--search",
+        type=dict[str, Range | list[Value]] | None,
+        default=None,
+        help="key -> {low, high, log, step, integer} or a list of choices, sampled by --sampler",
+    )
     parser.add_argument("--metric", type=str, default="val/acc", help="validation metric that ranks trials")
-    parser.add_argument("--direction", type=Literal["maximize", "minimize"], default="maximize",
-                        help="maximize (accuracy) or minimize (loss) the metric")
-    parser.add_argument("--n_trials", type=Optional[int], default=None,
-                        help="trials of a search, over all workers (a grid runs each point once)")
-    parser.add_argument("--sampler", type=Optional[optuna.samplers.BaseSampler], default=None,
-                        help="Optuna sampler of a search (default TPESampler), e.g. {class_path: RandomSampler}")
-    parser.add_argument("--pruner", type=Optional[optuna.pruners.BasePruner], default=None,
-                        help="Optuna pruner that stops weak trials early, e.g. {class_path: MedianPruner} "
-                             "(default: none)")
-    parser.add_argument("--test", type=bool, default=False,
-                        help="also test each finished trial's last.ckpt (test/acc in the report)")
-    parser.add_argument("--storage", type=Optional[str], default=None,
-                        help="Optuna storage URL; default sqlite:///sweeps/<name>.db. Use a server database "
-                             "(postgresql://..., mysql://...) for workers on several machines")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="trials at once on this machine (one GPU each when there are GPUs)")
+    parser.add_argument(
+        "--direction",
+        type=Literal["maximize", "minimize"],
+        default="maximize",
+        help="maximize (accuracy) or minimize (loss) the metric",
+    )
+    parser.add_argument(
+        "--n_trials",
+        type=int | None,
+        default=None,
+        help="trials of a search, over all workers (a grid runs each point once)",
+    )
+    parser.add_argument(
+        "--sampler",
+        type=optuna.samplers.BaseSampler | None,
+        default=None,
+        help="Optuna sampler of a search (default TPESampler), e.g. {class_path: RandomSampler}",
+    )
+    parser.add_argument(
+        "--pruner",
+        type=optuna.pruners.BasePruner | None,
+        default=None,
+        help="Optuna pruner that stops weak trials early, e.g. {class_path: MedianPruner} (default: none)",
+    )
+    parser.add_argument(
+        "--test", type=bool, default=False, help="also test each finished trial's last.ckpt (test/acc in the report)"
+    )
+    parser.add_argument(
+        "--storage",
+        type=str | None,
+        default=None,
+        help="Optuna storage URL; default sqlite:///sweeps/<name>.db. For workers on several machines "
+        "use a PostgreSQL server, postgresql://user:password@host/db (pip install -e "
+        '".[postgres]")',
+    )
+    parser.add_argument(
+        "--root",
+        type=str | None,
+        default=None,
+        help="folder of every trial's logs and checkpoints (<root>/lightning_logs, "
+        "<root>/checkpoints) instead of the fit config's; on several machines a shared "
+        "file system path mounted on each, so a trial cut off on one machine resumes on "
+        "another from its last.ckpt",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="trials at once on this machine (one GPU each when there are GPUs)"
+    )
     return parser
 
 
@@ -168,22 +216,29 @@ def parse(argv: list[str]) -> tuple[SweepSpec, Namespace]:
         raise UserError("sweep file: base is empty; name the training config(s), e.g. base: [configs/quickstart.yaml]")
     for path in cfg.base:
         if not Path(path).is_file():
-            raise UserError(f"sweep file: base config {path} does not exist (paths are relative to the folder "
-                            "the sweep runs in)")
+            raise UserError(
+                f"sweep file: base config {path} does not exist (paths are relative to the folder the sweep runs in)"
+            )
     if (cfg.grid is None) == (cfg.search is None):
-        raise UserError("sweep file: give either a grid (every combination) or a search (sampled), "
-                        + ("not both" if cfg.grid is not None else "neither was given"))
+        raise UserError(
+            "sweep file: give either a grid (every combination) or a search (sampled), "
+            + ("not both" if cfg.grid is not None else "neither was given")
+        )
     space = cfg.grid if cfg.grid is not None else cfg.search
     if not space:
-        raise UserError(f"sweep file: the {'grid' if cfg.grid is not None else 'search'} is empty; "
-                        "give at least one key, e.g. model.init_args.width_mult: [0.25, 0.5]")
+        raise UserError(
+            f"sweep file: the {'grid' if cfg.grid is not None else 'search'} is empty; "
+            "give at least one key, e.g. model.init_args.width_mult: [0.25, 0.5]"
+        )
     for key, dim in space.items():
         _check_dimension(key, dim)
         if key in cfg.set:
             raise UserError(f"sweep file: {key} is both swept and fixed in set; keep one")
     if cfg.grid is not None and cfg.n_trials is not None:
-        raise UserError(f"sweep file: n_trials is for a search; a grid runs each of its "
-                        f"{_grid_size(cfg.grid)} points once (remove n_trials)")
+        raise UserError(
+            f"sweep file: n_trials is for a search; a grid runs each of its "
+            f"{_grid_size(cfg.grid)} points once (remove n_trials)"
+        )
     if cfg.grid is not None and cfg.sampler is not None:
         raise UserError("sweep file: a grid runs every point and needs no sampler (remove sampler)")
     if cfg.search is not None and (cfg.n_trials is None or cfg.n_trials < 1):
@@ -194,9 +249,18 @@ def parse(argv: list[str]) -> tuple[SweepSpec, Namespace]:
     plain = json.loads(dump)
     keys = sorted(space, key=lambda k: (not _selects_class(k), list(space).index(k)))
     spec = SweepSpec(
-        name=name, base=[str(p) for p in cfg.base], set=dict(plain["set"]), grid=plain["grid"],
-        search=plain["search"], metric=cfg.metric, direction=cfg.direction, n_trials=cfg.n_trials,
-        sampler=plain["sampler"], pruner=plain["pruner"], test=cfg.test, keys=keys,
+        name=name,
+        base=[str(p) for p in cfg.base],
+        set=dict(plain["set"]),
+        grid=plain["grid"],
+        search=plain["search"],
+        metric=cfg.metric,
+        direction=cfg.direction,
+        n_trials=cfg.n_trials,
+        sampler=plain["sampler"],
+        pruner=plain["pruner"],
+        test=cfg.test,
+        keys=keys,
     )
     return spec, cfg
 
@@ -250,77 +314,3 @@ def build_pruner(spec: SweepSpec | dict[str, Any]) -> Any:
     """The sweep's pruner; Optuna's ``NopPruner`` when the file names none (no pruning)."""
     pruner = spec.pruner if isinstance(spec, SweepSpec) else spec.get("pruner")
     return _instantiate("pruner", pruner) or optuna.pruners.NopPruner()
-
-
-# ----------------------------------------------------------------------- fit command lines
-def cli_value(value: Any) -> str:
-    """A value as the fit command line reads it back (YAML): true/false/null, numbers, JSON for containers."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        text = repr(value)
-        mantissa, _, exponent = text.partition("e")
-        return f"{mantissa}.0e{exponent}" if exponent and "." not in mantissa else text  # YAML 1.1 floats
-    return json.dumps(value)
-
-
-def trial_arguments(spec: SweepSpec, params: dict[str, Any], extra: list[str]) -> list[str]:
-    """fit's arguments for one trial, before the sweep's own logger/callback settings."""
-    args = [f"--config={path}" for path in spec.base]
-    args += [f"--{key}={cli_value(value)}" for key, value in spec.set.items()]
-    args += list(extra)
-    args += [f"--{key}={cli_value(params[key])}" for key in spec.keys]
-    return args
-
-
-def check_points(spec: SweepSpec, extra: list[str]) -> dict[str, Any]:
-    """Parses fit's command line for the sweep's points without training (unknown keys, bad values).
-
-    Checks every grid point of a small grid, else one point per value of each key (others at
-    their first value); a search is checked at its bounds and choices. Returns the config of
-    the first point (where its logs and checkpoints go).
-    """
-    from ...cli import MobileNetCLI
-
-    class ParseOnly(MobileNetCLI):
-        def instantiate_classes(self) -> None:  # parse and check; build nothing
-            pass
-
-    def values(key: str) -> list[Any]:
-        if spec.grid is not None:
-            return spec.grid[key]
-        dim = spec.search[key]
-        if isinstance(dim, list):
-            return dim
-        low, high = dim["low"], dim["high"]
-        return [int(low), int(high)] if dim["integer"] else [low, high]
-
-    first = {k: values(k)[0] for k in spec.keys}
-    if spec.grid is not None and len(spec.grid_points()) <= 24:
-        points = spec.grid_points()
-    else:
-        points = [first] + [{**first, k: v} for k in spec.keys for v in values(k)[1:]]
-    config = None
-    lightning_log = logging.getLogger("lightning.fabric.utilities.seed")
-    level = lightning_log.level
-    lightning_log.setLevel(logging.WARNING)  # "Seed set to 0" once per parse
-    try:
-        for point in points:
-            args = trial_arguments(spec, point, extra)
-            try:
-                with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-                    cli = ParseOnly(args=args, run=False, parser_kwargs={"exit_on_error": False})
-            except UserError as err:
-                raise UserError(f"sweep point {_describe(point)}: {err}") from None
-            except Exception as err:  # noqa: BLE001 - jsonargparse's ArgumentError: unknown key, bad type
-                raise UserError(f"sweep point {_describe(point)}: {jsonargparse_message(err)}") from None
-            if config is None:
-                config = cli.config
-    finally:
-        lightning_log.setLevel(level)
-    return config
-
-
-def _describe(point: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in point.items())

@@ -1,27 +1,28 @@
-"""Where a sweep lives: an Optuna RDB storage (SQLite file or a database server) and its study.
+"""Where a sweep lives: an Optuna RDB storage (a SQLite file, or a PostgreSQL server for several machines).
 
-Several workers share one study through the storage; these helpers make that safe:
+Several workers, on one machine or many, share one study through the storage; these helpers make that safe:
 
+- :class:`StudyLock` lets one holder at a time through, across threads, processes and machines: a
+  lock file beside a SQLite database, a PostgreSQL advisory lock on a server (the server drops it
+  when its holder's connection dies). It guards the setup (tables, study, a grid's queue: several
+  machines creating the tables at once fail with a unique violation on ``pg_type``) and each
+  worker's "look at the study, then take a trial", so a grid point runs once and a search runs
+  exactly ``n_trials`` trials over all machines. Other databases are refused: they have no such lock.
 - SQLite: every transaction begins ``IMMEDIATE`` (SQLAlchemy's recipe for pysqlite). Optuna hands
   a queued trial to a worker by reading it and marking it running; SQLite ignores ``SELECT ... FOR
   UPDATE``, and pysqlite's deferred transactions let two processes both take the same trial.
-  Study creation (tables, study, grid queue) runs under a lock file beside the database.
-- Dead workers: Optuna's heartbeat marks a trial failed when its worker stopped beating (any
-  machine), and :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` queues it again. A
-  worker that died on this machine is recognised at once (host, pid and start time recorded with
-  each trial), so re-running a killed sweep continues without waiting for the heartbeat to expire.
+- Dead workers: Optuna's heartbeat. The sweep process beats for each trial it runs; a trial
+  without a beat for :data:`GRACE_S` seconds is failed by any worker (any machine, judged by the
+  database's clock) and queued again by :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import os
-import socket
 import threading
-import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,28 @@ from optuna.trial import TrialState
 from ...errors import UserError
 from .spec import SweepSpec, build_pruner, build_sampler
 
-__all__ = ["AskLock", "open_storage", "open_study", "reap_dead_workers", "fail_stale_trials", "worker_id",
-           "safe_url", "default_storage", "requeue", "retry_history", "HEARTBEAT_S", "GRACE_S"]
+__all__ = [
+    "StudyLock",
+    "open_storage",
+    "open_study",
+    "queue_grid",
+    "grid_key",
+    "fail_stale_trials",
+    "safe_url",
+    "default_storage",
+    "requeue",
+    "retry_history",
+    "HEARTBEAT_S",
+    "GRACE_S",
+]
 
 #: Seconds between a running trial's heartbeats, and without one before another worker fails it.
-HEARTBEAT_S = 10
-GRACE_S = 60
+HEARTBEAT_S = int(os.environ.get("MOBILENET_LAB_SWEEP_HEARTBEAT_S", "10"))
+GRACE_S = int(os.environ.get("MOBILENET_LAB_SWEEP_GRACE_S", "60"))
 #: Study attribute holding the sweep spec (:meth:`SweepSpec.stored`), written once the grid is queued.
 SPEC_ATTR = "sweep"
+#: What installs each server's driver (SQLAlchemy 2 reaches ``postgresql://`` through psycopg 3).
+DRIVERS = {"postgresql": 'pip install -e ".[postgres]" (psycopg[binary])'}
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -49,11 +64,30 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, trial)
 
 
+def _requeue_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    requeue(study, trial)
+    print(
+        f"[sweep {study.study_name}] trial {trial.number}: no heartbeat from its worker for {GRACE_S} s; "
+        "marked failed and queued again",
+        flush=True,
+    )
+
+
 def retry_history(trial: optuna.trial.FrozenTrial) -> list[int]:
     """The numbers of the failed trials this one repeats, oldest first (empty for a first try)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RetryHeartbeatStaleTrialCallback.retry_history(trial)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's heartbeat check: fails (and queues again) the trials whose worker stopped beating.
+
+    Optuna runs it only before a worker takes a trial; a worker waiting for others' trials calls it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def default_storage(name: str) -> str:
@@ -77,61 +111,62 @@ def _sqlite_path(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite":
         return None
     if not parsed.database or parsed.database == ":memory:":
-        raise UserError(f"--storage {url}: an in-memory database cannot be shared with the trials' processes; "
-                        "use a file, e.g. sqlite:///sweeps/<name>.db")
+        raise UserError(
+            f"--storage {url}: an in-memory database cannot be shared with the trials' processes; "
+            "use a file, e.g. sqlite:///sweeps/<name>.db"
+        )
     return Path(parsed.database)
 
 
-@contextlib.contextmanager
-def setup_lock(url: str) -> Iterator[None]:
-    """Serialises study setup between processes on this machine (SQLite); a server database needs none."""
-    path = _sqlite_path(url)
-    if path is None:
-        yield
-        return
-    import fcntl
+class StudyLock:
+    """A lock named ``name`` on the database ``url``, for this process's threads and every other process.
 
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-class AskLock:
-    """Makes "look at the study, then take a trial" one step for this machine's workers.
-
-    A worker decides from the study's trials whether a trial is left to start, then Optuna's
-    ``ask`` takes one: two workers doing both at once could run a search past ``n_trials`` or find
-    a grid's last point gone. Threads of one sweep process share a lock; with SQLite, sweep
-    processes on the machine also share a lock file. Workers on other machines (a server database)
-    are not covered: there a search may run a trial more than ``n_trials``, as Optuna's own may.
-    Acquire before the look; release once the trial is taken (or taking it failed).
+    A file lock beside a SQLite database (``<db>.<name>.lock``), else a PostgreSQL advisory lock held
+    by a connection of its own. Use ``with``, or :meth:`acquire` and :meth:`release` (from one thread).
     """
 
-    def __init__(self, url: str) -> None:
-        self._thread_lock = threading.Lock()
+    def __init__(self, url: str, name: str) -> None:
+        self._url, self._thread_lock, self._held = url, threading.Lock(), None
         path = _sqlite_path(url)
-        self._path = path.with_name(path.name + ".ask.lock") if path is not None else None
-        self._file: Any = None
+        self._path = path.with_name(f"{path.name}.{name}.lock") if path is not None else None
+        # Advisory locks are named by a 64-bit number: a hash of the name.
+        self._key = int.from_bytes(
+            hashlib.sha256(f"mobilenet_lab sweep {name}".encode()).digest()[:8], "big", signed=True
+        )
+        self._engine: Any = None
 
     def acquire(self) -> None:
         self._thread_lock.acquire()
-        if self._path is not None:
-            import fcntl
+        try:
+            if self._path is not None:
+                import fcntl
 
-            self._file = open(self._path, "a")  # noqa: SIM115 - held until release()
-            fcntl.flock(self._file, fcntl.LOCK_EX)
+                self._held = open(self._path, "a")  # noqa: SIM115 - closed in release()
+                fcntl.flock(self._held, fcntl.LOCK_EX)
+            else:
+                import sqlalchemy
+
+                if self._engine is None:
+                    self._engine = sqlalchemy.create_engine(self._url, poolclass=sqlalchemy.pool.NullPool)
+                self._held = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                self._held.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
+        except BaseException:
+            self.release()
+            raise
 
     def release(self) -> None:
-        if self._file is not None:
-            import fcntl
+        try:
+            if self._held is not None:
+                self._held.close()  # closing the file or the session releases its lock
+        finally:
+            self._held = None
+            self._thread_lock.release()
 
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-        self._thread_lock.release()
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
@@ -147,8 +182,16 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
     try:
         backend = make_url(url).get_backend_name()
     except Exception as err:  # noqa: BLE001 - sqlalchemy's ArgumentError
-        raise UserError(f"--storage {shown}: not a database URL ({err}); use sqlite:///sweeps/<name>.db "
-                        "or e.g. postgresql://user:password@host/db") from None
+        raise UserError(
+            f"--storage {shown}: not a database URL ({err}); use sqlite:///sweeps/<name>.db "
+            "or e.g. postgresql://user:password@host/db"
+        ) from None
+    if backend not in ("sqlite", "postgresql"):
+        raise UserError(
+            f"--storage {shown}: a sweep keeps its study in SQLite (one machine, sqlite:///sweeps/"
+            "<name>.db) or PostgreSQL (several, postgresql://user:password@host/db), whose locks it "
+            f"relies on; not {backend}"
+        )
     path = _sqlite_path(url)
     kwargs: dict[str, Any] = {}
     if path is not None:
@@ -158,18 +201,20 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
             raise UserError(f"--storage {shown}: cannot create {path.parent} ({err.strerror})") from None
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # wait for a busy database, not fail
     if heartbeat:
-        kwargs.update(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, heartbeat_stale_trial_callback=requeue)
+        kwargs.update(
+            heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, heartbeat_stale_trial_callback=_requeue_stale
+        )
     try:
-        with warnings.catch_warnings(), setup_lock(url):
+        with warnings.catch_warnings(), StudyLock(url, "setup"):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = RDBStorage(url, **kwargs)
-    except UserError:
-        raise
     except Exception as err:  # noqa: BLE001 - missing driver, unreachable server, unwritable file...
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        hint = f" (install the {backend} driver)" if isinstance(err, ImportError) or "plugin" in reason else ""
-        raise UserError(f"--storage {shown}: cannot open the database{hint}: {reason[:200]}") from None
+        if isinstance(err, ImportError):
+            reason = f"its driver is missing: {DRIVERS.get(backend, f'install the {backend} driver')}"
+        raise UserError(f"--storage {shown}: cannot open the database: {reason[:200]}") from None
     if path is not None:
+
         @event.listens_for(storage.engine, "connect")
         def _no_implicit_transactions(dbapi_connection: Any, record: Any) -> None:
             dbapi_connection.isolation_level = None
@@ -182,60 +227,56 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
     return storage
 
 
-def open_study(spec: SweepSpec, storage: RDBStorage, url: str, log_root: Path, checkpoint_root: Path,
-               wait_s: float = 120.0) -> tuple[optuna.Study, bool]:
+def open_study(spec: SweepSpec, storage: RDBStorage, url: str, log_root: Path) -> tuple[optuna.Study, bool]:
     """Creates the sweep's study (and queues a grid's points) or joins the existing one.
 
     Returns (study, created). Joining checks that the sweep file still describes the study's
-    sweep; points added to a grid are queued.
+    sweep; points added to a grid, or whose trials all failed, are queued.
     """
-    with setup_lock(url):
-        exists = spec.name in optuna.study.get_all_study_names(storage)
-        if not exists:
+    with StudyLock(url, "setup"):
+        if spec.name not in optuna.study.get_all_study_names(storage):
             trials = log_root / spec.name
             if trials.is_dir() and any(trials.glob("trial_*")):
-                raise UserError(f"{trials} holds trials of an earlier sweep named {spec.name!r} that is not in "
-                                f"{safe_url(url)}; move them away or give this sweep another --name")
-        try:
-            study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
-                                        sampler=build_sampler(spec), pruner=build_pruner(spec))
-            created = True
-        except optuna.exceptions.DuplicatedStudyError:
-            study = optuna.load_study(study_name=spec.name, storage=storage, sampler=build_sampler(spec),
-                                      pruner=build_pruner(spec))
-            created = False
-        if created:
-            study.set_user_attr("log_root", str(log_root))
-            study.set_user_attr("checkpoint_root", str(checkpoint_root))
+                raise UserError(
+                    f"{trials} holds trials of an earlier sweep named {spec.name!r} that is not in "
+                    f"{safe_url(url)}; move them away or give this sweep another --name"
+                )
+            study = optuna.create_study(
+                study_name=spec.name,
+                storage=storage,
+                direction=spec.direction,
+                sampler=build_sampler(spec),
+                pruner=build_pruner(spec),
+            )
             queue_grid(study, spec)
-            study.set_user_attr(SPEC_ATTR, spec.stored())  # last: joiners wait for it
+            study.set_user_attr(SPEC_ATTR, spec.stored())
             return study, True
-    stored = _wait_for_spec(study, url, wait_s)
-    if study.direction.name.lower() != spec.direction:
-        raise UserError(f"sweep {spec.name!r} in {safe_url(url)} was created to {study.direction.name.lower()} "
-                        f"its metric; use another --name for a new sweep")
-    diffs = spec.differences(stored)
-    if diffs:
-        raise UserError(f"sweep {spec.name!r} in {safe_url(url)} was created from another sweep file (differs in: "
-                        f"{', '.join(diffs)}); restore the file, or give the new sweep another --name")
-    added = queue_grid(study, spec)
-    if added:
-        study.set_user_attr(SPEC_ATTR, spec.stored())
-        print(f"[sweep {spec.name}] {added} grid point(s) queued: new, or failed in an earlier run")
-    return study, False
-
-
-def _wait_for_spec(study: optuna.Study, url: str, wait_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + wait_s
-    while True:
+        study = optuna.load_study(
+            study_name=spec.name, storage=storage, sampler=build_sampler(spec), pruner=build_pruner(spec)
+        )
         stored = study.user_attrs.get(SPEC_ATTR)
-        if stored is not None:
-            return stored
-        if time.monotonic() > deadline:
-            raise UserError(f"study {study.study_name!r} in {safe_url(url)} has no sweep description (created by "
-                            "another tool, or its creation was interrupted); delete it with `optuna delete-study "
-                            f"--study-name {study.study_name} --storage <url>` or use another --name")
-        time.sleep(1.0)
+        if stored is None:  # its creation was interrupted (the lock keeps others from seeing it half-made)
+            raise UserError(
+                f"study {spec.name!r} in {safe_url(url)} has no sweep description (created by another "
+                "tool, or its creation was interrupted); delete it with `optuna delete-study "
+                f"--study-name {spec.name} --storage <url>` or use another --name"
+            )
+        if study.direction.name.lower() != spec.direction:
+            raise UserError(
+                f"sweep {spec.name!r} in {safe_url(url)} was created to {study.direction.name.lower()} "
+                f"its metric; use another --name for a new sweep"
+            )
+        diffs = spec.differences(stored)
+        if diffs:
+            raise UserError(
+                f"sweep {spec.name!r} in {safe_url(url)} was created from another sweep file (differs "
+                f"in: {', '.join(diffs)}); restore the file, or give the new sweep another --name"
+            )
+        added = queue_grid(study, spec)
+        if added:
+            study.set_user_attr(SPEC_ATTR, spec.stored())
+            print(f"[sweep {spec.name}] {added} grid point(s) queued: new, or failed in an earlier run")
+    return study, False
 
 
 def queue_grid(study: optuna.Study, spec: SweepSpec) -> int:
@@ -246,67 +287,15 @@ def queue_grid(study: optuna.Study, spec: SweepSpec) -> int:
     """
     if not spec.is_grid:
         return 0
-    have = {_key(t.user_attrs.get("grid_params") or t.params) for t in study.get_trials(deepcopy=False)
-            if t.state != TrialState.FAIL}
+    have = {grid_key(t) for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
     added = 0
     for point in spec.grid_points():
-        if _key(point) not in have:
+        if json.dumps(point, sort_keys=True) not in have:
             study.enqueue_trial(point, user_attrs={"grid_params": point})
             added += 1
     return added
 
 
-def _key(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True)
-
-
-# --------------------------------------------------------------------------- dead workers
-def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), which tells a reused pid apart."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def worker_id() -> dict[str, Any]:
-    """This process as recorded with each trial it runs."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_ticks(os.getpid())}
-
-
-def _alive(worker: dict[str, Any]) -> bool:
-    pid = int(worker.get("pid", -1))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # someone else's live process
-    start = _start_ticks(pid)
-    return start is None or worker.get("start") is None or start == worker["start"]
-
-
-def reap_dead_workers(study: optuna.Study, storage: RDBStorage) -> list[int]:
-    """Fails the running trials whose worker was a process of this machine that is gone, and queues them again."""
-    me = socket.gethostname()
-    reaped = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker")
-        if not worker or worker.get("host") != me or _alive(worker):
-            continue
-        try:
-            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another process got there first
-        requeue(study, storage.get_trial(trial._trial_id))
-        reaped.append(trial.number)
-    return reaped
-
-
-def fail_stale_trials(study: optuna.Study) -> None:
-    """Optuna's heartbeat check (fails and re-queues trials of workers that stopped beating)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+def grid_key(trial: optuna.trial.FrozenTrial) -> str:
+    """The trial's point (a grid's queued values, else its parameters) as one comparable string."""
+    return json.dumps(trial.user_attrs.get("grid_params") or trial.params, sort_keys=True)

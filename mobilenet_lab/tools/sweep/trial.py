@@ -19,16 +19,19 @@ hand) the callback does nothing.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import signal
 import sys
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from ...compat import study_id, tensorboard_file_writer, trial_id
 from ...errors import UserError
 
 __all__ = ["SweepTrial", "STORAGE_ENV", "PARENT_ENV"]
@@ -86,9 +89,9 @@ class SweepTrial(Callback):
         study = optuna.load_study(study_name=self.sweep, storage=storage)
         spec = study.user_attrs[SPEC_ATTR]
         study.pruner = build_pruner(spec)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, self.trial)
-        self.params = dict(storage.get_trial(trial_id).params)
-        self._optuna_trial = optuna.Trial(study, trial_id)
+        number_id = storage.get_trial_id_from_study_id_trial_number(study_id(study), self.trial)
+        self.params = dict(storage.get_trial(number_id).params)
+        self._optuna_trial = optuna.Trial(study, number_id)
         if trainer.is_global_zero:
             self._optuna_trial.set_user_attr("fit_pid", os.getpid())  # which process trains it
         self._pruning = PyTorchLightningPruningCallback(self._optuna_trial, monitor=spec["metric"])
@@ -110,10 +113,12 @@ class SweepTrial(Callback):
         except optuna.TrialPruned:
             self._stop_pruned(trainer)
         except optuna.exceptions.UpdateFinishedTrialError:
-            raise UserError(f"trial {self.trial} of sweep {self.sweep} is no longer running in the study (its "
-                            "sweep was stopped and re-run, which queued it again); stopping this copy") from None
+            raise UserError(
+                f"trial {self.trial} of sweep {self.sweep} is no longer running in the study (its "
+                "sweep was stopped and re-run, which queued it again); stopping this copy"
+            ) from None
         if self._pruning.is_ddp_backend and trainer.should_stop and trainer.is_global_zero:
-            attrs = self._optuna_trial.storage.get_trial_system_attrs(self._optuna_trial._trial_id)
+            attrs = self._optuna_trial.storage.get_trial_system_attrs(trial_id(self._optuna_trial))
             if attrs.get("ddp_pl:pruned"):
                 self._stop_pruned(trainer)
 
@@ -124,23 +129,33 @@ class SweepTrial(Callback):
 
     def _log_hparams(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The HParams summary: the module's and data's hyperparameters plus the swept values."""
-        from lightning.fabric.utilities.logger import _convert_params, _flatten_dict, _sanitize_params
         from lightning.pytorch.loggers import TensorBoardLogger
         from torch.utils.tensorboard.summary import hparams
 
         logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         if logger is None:
             return
-        values: dict[str, Any] = dict(pl_module.hparams_initial)
+        values = _flat(pl_module.hparams_initial)
         if trainer.datamodule is not None:
-            values.update(trainer.datamodule.hparams_initial)
-        values = _sanitize_params(_flatten_dict(_convert_params(values)))
-        values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
+            values.update(_flat(trainer.datamodule.hparams_initial))
         values.update({"sweep": self.sweep, "trial": self.trial})
-        values.update({k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in self.params.items()})
+        values.update(_flat(self.params))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             summaries = hparams(values, {name: 0.0 for name in HPARAMS_METRICS})
-        writer = logger.experiment._get_file_writer()  # as TensorBoardLogger.log_hyperparams writes it
+        writer = tensorboard_file_writer(logger.experiment)  # as TensorBoardLogger.log_hyperparams writes it
         for summary in summaries:
             writer.add_summary(summary)
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested hyperparameters as ``{"a/b": value}`` (as Lightning logs them), values TensorBoard can show."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, argparse.Namespace):  # jsonargparse's, e.g. an optimizer's init_args
+            value = vars(value)
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
