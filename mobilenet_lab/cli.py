@@ -24,7 +24,7 @@ from .from_checkpoint import complete_args
 from .interrupt import GracefulStop
 from .panels import PredictionWriter, TestPanels
 from .resume import ResumeTrainLoader
-from .run_layout import AtomicCheckpointIO, DiscardFailedRun, RunCheckpoint, RunConfig
+from .run_layout import RUN_KEY, AtomicCheckpointIO, DiscardFailedRun, RunCheckpoint, RunConfig
 
 __all__ = ["MobileNetCLI", "cli_main"]
 
@@ -183,13 +183,22 @@ class MobileNetCLI(LightningCLI):
             return
         if logger.class_path.rsplit(".", 1)[-1] != "TensorBoardLogger" or logger.init_args.get("version") is not None:
             return
+        # The run the checkpoint records (the same on every node, whatever its working folder), else
+        # the checkpoint's folder under this run's checkpoint root (older checkpoints).
+        run = self._checkpoint.get(RUN_KEY) or {}
         run_dir = Path(ckpt_path).resolve().parent
-        runs = Path(config.checkpoint.root).resolve() / str(logger.init_args.get("name"))
-        if run_dir.parent != runs:
-            return
+        if run.get("name") and run.get("version"):
+            if run["name"] != str(logger.init_args.get("name")):
+                return
+            version = run["version"]
+        else:
+            runs = Path(config.checkpoint.root).resolve() / str(logger.init_args.get("name"))
+            if run_dir.parent != runs:
+                return
+            version = run_dir.name
         self._given_logger = {"trainer.logger.init_args.version": None,
                               "trainer.logger.init_args.purge_step": logger.init_args.get("purge_step")}
-        logger.init_args.version = run_dir.name
+        logger.init_args.version = version
         if logger.init_args.get("purge_step") is None:
             logger.init_args.purge_step = int(self._checkpoint.get("global_step", 0))
         self._continued_run = str(run_dir)

@@ -82,6 +82,12 @@ def check_devices(trainer: Any) -> None:
         if count is not None and count > available:
             raise UserError(f"trainer.devices={count} but only {available} GPU(s) are available; "
                             f"use --trainer.devices {available} (or -1 for all)")
+    if trainer.get("sync_batchnorm") and accelerator not in ("gpu", "cuda", "auto"):
+        raise UserError(f"trainer.sync_batchnorm works on GPUs only (accelerator={accelerator}); "
+                        "use --trainer.sync_batchnorm false on the CPU")
+    if trainer.get("sync_batchnorm") and accelerator == "auto" and not torch.cuda.is_available():
+        raise UserError("trainer.sync_batchnorm works on GPUs only and none is available here; "
+                        "use --trainer.sync_batchnorm false")
     if accelerator == "cpu" and count is not None and count > (os.cpu_count() or 1):
         raise UserError(f"trainer.devices={count} CPU processes but this machine has {os.cpu_count()} cores; "
                         "use fewer (each process trains a shard of every batch)")

@@ -62,6 +62,7 @@ def work(tmp_path: Path, monkeypatch) -> Path:
         ("--data.batch_size=0", ["batch_size", "--data.batch_size"]),
         ("--trainer.accelerator=gpu", ["no CUDA GPU", "--trainer.accelerator cpu"]),
         ("--trainer.devices=64", ["64", "cores"]),
+        ("--trainer.sync_batchnorm=true", ["sync_batchnorm works on GPUs only", "--trainer.sync_batchnorm false"]),
     ],
 )
 def test_bad_values_fail_fast(override, needles, work, capsys, tiny_cifar):

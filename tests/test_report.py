@@ -128,3 +128,16 @@ def test_missing_or_empty_logdir_is_one_line(tmp_path, capsys):
         cli(["report", "--logdir", str(tmp_path / "empty"), "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.startswith("error: no runs under") and err.count("\n") == 1
+
+
+def test_plot_names_each_point_by_its_run_and_shows_percent(logdir, tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig))
+    rows = report.main(["--logdir", str(logdir), "--out", str(tmp_path), "--quiet"])
+    (ax,) = figures[0].axes
+    plotted = [r for r in rows if r["MACs"] and (r["last_test_acc"] is not None or r["best_val_acc"] is not None)]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(r["run"] for r in plotted)
+    ys = sorted(y for line in ax.lines for y in line.get_ydata())
+    accs = sorted(100 * (r["last_test_acc"] if r["last_test_acc"] is not None else r["best_val_acc"]) for r in plotted)
+    assert ys == pytest.approx(accs)
+    assert ax.yaxis.get_major_formatter()(50, 0) == "50%"

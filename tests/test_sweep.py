@@ -394,6 +394,12 @@ def test_bad_sweep_file_is_one_line(fields, message, tmp_path, capsys):
     assert message in bad(capsys, tmp_path, "--config", str(path))
 
 
+def test_a_sweep_option_on_the_command_line_is_named_as_such(tmp_path, capsys):
+    message = bad(capsys, tmp_path, "--base", QUICK, "--name", "s")
+    assert message.startswith("error: sweep option --base: Expected a <class 'list'>")
+    assert "--base+ configs/a.yaml" in message and "sweep file" not in message
+
+
 def test_unknown_fit_key_or_bad_value_in_the_grid_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = write_sweep(tmp_path, "typo", grid={"model.init_args.widht_mult": [0.25, 0.5]})

@@ -94,6 +94,8 @@ def plot(rows: list[dict[str, Any]], path: Path, latency: dict | None = None) ->
             return latency.get((r["model"], r["width"], r["stem"], r["image_size"]))
         return r["MACs"] / 1e6 if r["MACs"] else None
 
+    from matplotlib.ticker import PercentFormatter
+
     fig, ax = plt.subplots(figsize=(7, 5))
     models = sorted({r["model"] for r in rows if r["model"]})
     for i, model in enumerate(models):
@@ -102,16 +104,15 @@ def plot(rows: list[dict[str, Any]], path: Path, latency: dict | None = None) ->
             acc = r["last_test_acc"] if r["last_test_acc"] is not None else r["best_val_acc"]
             x = x_of(r) if r["model"] == model else None
             if x is not None and acc is not None:
-                pts.append((x, acc, r["width"]))
+                pts.append((x, 100 * acc, r.get("run") or ("" if r["width"] is None else f"{r['width']:g}")))
         pts.sort()
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", color=f"C{i}", label=model)
-            for x, a, w in pts:
-                ax.annotate(
-                    "" if w is None else f"{w:g}", (x, a), textcoords="offset points", xytext=(4, 4), fontsize=7
-                )
+            for x, a, label in pts:  # each point named by its run
+                ax.annotate(label, (x, a), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
     ax.set_xlabel("batch-1 latency, median (ms, benchmark)" if latency is not None else "MMACs per image")
-    ax.set_ylabel("accuracy (last test/acc, else best val/acc)")
+    ax.set_ylabel("top-1 accuracy (last test, else best validation)")
     ax.set_title("accuracy vs " + ("latency" if latency is not None else "MACs"))
     ax.grid(alpha=0.3)
     if models:

@@ -18,7 +18,7 @@ import optuna
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from ...errors import UserError
-from ..arguments import jsonargparse_message
+from ..arguments import one_line
 
 __all__ = ["Range", "SweepSpec", "build_parser", "parse", "build_pruner", "build_sampler"]
 
@@ -205,7 +205,11 @@ def parse(argv: list[str]) -> tuple[SweepSpec, Namespace]:
     try:
         cfg = parser.parse_args(argv)
     except Exception as err:  # noqa: BLE001 - jsonargparse's ArgumentError and type errors
-        raise UserError(f"sweep file: {jsonargparse_message(err)}") from None
+        given_file = any(a in ("--config", "-c") or a.startswith("--config=") for a in argv)
+        message = one_line(err)
+        if message.startswith("--base") and not given_file:  # a list option: the common slip on the command line
+            message += " (on the command line a list is --base '[configs/a.yaml]' or --base+ configs/a.yaml)"
+        raise UserError(f"{'sweep file' if given_file else 'sweep option'} {message}") from None
     files = [Path(str(p)) for p in (cfg.config or []) if p is not None]
     name = cfg.name or (files[-1].name.rsplit(".", 1)[0] if files else None)
     if not name:
