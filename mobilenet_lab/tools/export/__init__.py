@@ -11,11 +11,12 @@ Input contract of every exported file (the one of ``load_model``): ``images``, f
 Output: ``logits``, N x classes. ONNX files carry class names, mean, std, image size and the model
 config as JSON strings in ``metadata_props``; they are self-contained (weights inlined).
 
-Every file is checked in its runtime (ONNX Runtime CPU / ExecuTorch) against ``load_model``'s
+Every file is checked in its runtime (ONNX Runtime CPU, and OpenCV's DNN when installed / ExecuTorch) against ``load_model``'s
 PyTorch output before it is put in place (written to a temporary name, renamed on success):
 fp32 must match within 1e-4 relative (max |gap| / max |logit|, per batch); int8 must agree with
 fp32 on top-1 labels (on test images when the data set is there, else a weaker random-input check).
-Modules: ``onnx`` (export, ONNX Runtime check, int8 QDQ), ``executorch`` (``.pte`` for XNNPACK),
+Modules: ``onnx`` (export, ONNX Runtime check, int8 QDQ), ``opencv`` (the squeeze-excite gate rewrite
+OpenCV's importer needs, and its check), ``executorch`` (``.pte`` for XNNPACK),
 ``verify`` (tolerances, gaps, agreement, accuracy, CIFAR-100 inputs), ``latency`` (the
 ``--benchmark`` table), ``output`` (atomic file writing), ``cli`` (the command line). None of them
 imports Lightning.
