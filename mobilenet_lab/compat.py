@@ -68,7 +68,8 @@ def take_over_child_processes(trainer: Any) -> list[Any]:
     """Takes the DDP launcher's child processes away from it and returns them (rank 0; else ``[]``).
 
     Lightning's subprocess launcher watches the ranks it started and SIGKILLs all of them as soon as
-    one exits with a non-zero status (``_SubprocessScriptLauncher`` and its process observer): a
+    one exits with a non-zero status (``_SubprocessScriptLauncher``'s process observer, Lightning
+    PR #18218; no public way to hand the children over, Lightning #17248): a
     graceful stop that exits with 128 + signal would kill the other ranks mid-save. The launcher's
     ``procs`` list is emptied so its observer has nothing to kill; the caller waits for them instead.
     """
@@ -117,7 +118,8 @@ def set_latest_update_step(callback: Any, step: int) -> None:
 
 # -------------------------------------------------------------------------------------- Optuna
 def trial_id(trial: Any) -> int:
-    """The storage's id of a ``Trial`` or ``FrozenTrial`` (Optuna exposes only the per-study ``number``).
+    """The storage's id of a ``Trial`` or ``FrozenTrial`` (Optuna exposes only the per-study ``number``;
+    Optuna #6365 and #5647 ask for a public way).
 
     Storage methods (``set_trial_state_values``, ``get_trial``) take this id.
     """
