@@ -60,12 +60,16 @@ def safe_load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> 
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a .ckpt file "
-                              "(runs write them under checkpoints/<run name>/<version>/)")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; pass the path of a .ckpt file "
+            "(runs write them under checkpoints/<run name>/<version>/)"
+        )
 
     def not_readable(why: str = "") -> CheckpointError:
-        return CheckpointError(f"{path} is not a readable checkpoint (truncated or not a PyTorch file{why}); "
-                               "use another checkpoint, e.g. last.ckpt of the run")
+        return CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or not a PyTorch file{why}); "
+            "use another checkpoint, e.g. last.ckpt of the run"
+        )
 
     if not _looks_like_torch_file(path):
         raise not_readable()
@@ -77,8 +81,10 @@ def safe_load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> 
         refused = re.search(r"GLOBAL ([\w.]+)", str(err))
         if refused is None:
             raise not_readable(": not a valid pickle") from None
-        raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain "
-                              f"containers, which could run code (it references {refused.group(1)})") from None
+        raise CheckpointError(
+            f"refusing to load {path}: it holds objects other than tensors and plain "
+            f"containers, which could run code (it references {refused.group(1)})"
+        ) from None
     except Exception as err:  # noqa: BLE001 - RuntimeError, EOFError, KeyError...: all mean "not readable"
         raise not_readable(f": {type(err).__name__}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

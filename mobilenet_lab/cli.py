@@ -78,8 +78,11 @@ def _valid_keys(message: str, parser: Any, wrong: str) -> list[str]:
         prefix = wrong.split(".init_args.")[0]
         for klass in cls.__mro__:
             if "__init__" in vars(klass):
-                keys += [f"{prefix}.init_args.{p}" for p in inspect.signature(klass.__init__).parameters
-                         if p not in ("self", "args", "kwargs")]
+                keys += [
+                    f"{prefix}.init_args.{p}"
+                    for p in inspect.signature(klass.__init__).parameters
+                    if p not in ("self", "args", "kwargs")
+                ]
     return keys
 
 
@@ -151,8 +154,13 @@ class MobileNetCLI(LightningCLI):
         if self._continued_run is not None:  # the resumed run rewrites its own config.yaml, as it was given
             self.save_config_kwargs = {**self.save_config_kwargs, "overwrite": True, "restore": self._given_logger}
         trainer = super().instantiate_trainer(**kwargs)
-        extra: list[Any] = [GracefulStop(), ResumeTrainLoader(), TestPanels(), PredictionWriter(),
-                            DiscardFailedRun(self._fresh_folders(trainer))]
+        extra: list[Any] = [
+            GracefulStop(),
+            ResumeTrainLoader(),
+            TestPanels(),
+            PredictionWriter(),
+            DiscardFailedRun(self._fresh_folders(trainer)),
+        ]
         if trainer.loggers:  # the learning-rate curve needs a logger
             extra.insert(0, LearningRateMonitor(logging_interval="step"))
         if self.subcommand == "fit":
@@ -196,8 +204,10 @@ class MobileNetCLI(LightningCLI):
             if run_dir.parent != runs:
                 return
             version = run_dir.name
-        self._given_logger = {"trainer.logger.init_args.version": None,
-                              "trainer.logger.init_args.purge_step": logger.init_args.get("purge_step")}
+        self._given_logger = {
+            "trainer.logger.init_args.version": None,
+            "trainer.logger.init_args.purge_step": logger.init_args.get("purge_step"),
+        }
         logger.init_args.version = version
         if logger.init_args.get("purge_step") is None:
             logger.init_args.purge_step = int(self._checkpoint.get("global_step", 0))
@@ -257,8 +267,12 @@ def cli_main(args: list[str] | None = None, parser_kwargs: dict[str, Any] | None
     # project's own warnings, and everything else from Lightning, still show.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_HOSTED_SERVICE_TIPS)  # (once)
     # torch deprecated LeafSpec; Lightning's own _pytree still uses it on every fit and predict.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                            category=FutureWarning, module=r"lightning\.")
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.",
+    )
     # We pass the (possibly completed) command line as args on purpose.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return MobileNetCLI(args=args, parser_kwargs=parser_kwargs)

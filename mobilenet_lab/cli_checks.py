@@ -11,9 +11,9 @@ import torch
 
 from .checkpoint import saved_description
 from .classifier import architecture_diff
-from .versions import description_of
 from .errors import UserError
 from .run_layout import RunCheckpoint
+from .versions import description_of
 
 __all__ = ["check_model", "check_devices", "check_writable", "check_same_architecture", "import_model_class"]
 
@@ -42,13 +42,18 @@ def check_same_architecture(model: Any, checkpoint: dict[str, Any], ckpt_path: s
     if saved is None or ours is None:
         return
     # num_classes is linked from the data module after this check: compare the rest.
-    diffs = [d for d in architecture_diff(saved, ours) if not d.startswith("num_classes:")
-             or (model.get("init_args") or {}).get("num_classes") is not None]
+    diffs = [
+        d
+        for d in architecture_diff(saved, ours)
+        if not d.startswith("num_classes:") or (model.get("init_args") or {}).get("num_classes") is not None
+    ]
     if saved.name != ours.name:
         diffs = [f"model: checkpoint {saved.name} vs config {ours.name}"]
     if diffs:
-        raise UserError(f"{ckpt_path} does not match the config ({'; '.join(diffs)}); use the config the "
-                        "checkpoint was trained with, or leave out --config to take everything from the checkpoint")
+        raise UserError(
+            f"{ckpt_path} does not match the config ({'; '.join(diffs)}); use the config the "
+            "checkpoint was trained with, or leave out --config to take everything from the checkpoint"
+        )
 
 
 def check_model(model: Any) -> None:
@@ -77,20 +82,29 @@ def check_devices(trainer: Any) -> None:
     if accelerator in ("gpu", "cuda"):
         available = torch.cuda.device_count()
         if available == 0:
-            raise UserError(f"trainer.accelerator={accelerator} but no CUDA GPU is available here; "
-                            "use --trainer.accelerator cpu (or --config configs/trainer/cpu.yaml)")
+            raise UserError(
+                f"trainer.accelerator={accelerator} but no CUDA GPU is available here; "
+                "use --trainer.accelerator cpu (or --config configs/trainer/cpu.yaml)"
+            )
         if count is not None and count > available:
-            raise UserError(f"trainer.devices={count} but only {available} GPU(s) are available; "
-                            f"use --trainer.devices {available} (or -1 for all)")
+            raise UserError(
+                f"trainer.devices={count} but only {available} GPU(s) are available; "
+                f"use --trainer.devices {available} (or -1 for all)"
+            )
     if trainer.get("sync_batchnorm") and accelerator not in ("gpu", "cuda", "auto"):
-        raise UserError(f"trainer.sync_batchnorm works on GPUs only (accelerator={accelerator}); "
-                        "use --trainer.sync_batchnorm false on the CPU")
+        raise UserError(
+            f"trainer.sync_batchnorm works on GPUs only (accelerator={accelerator}); "
+            "use --trainer.sync_batchnorm false on the CPU"
+        )
     if trainer.get("sync_batchnorm") and accelerator == "auto" and not torch.cuda.is_available():
-        raise UserError("trainer.sync_batchnorm works on GPUs only and none is available here; "
-                        "use --trainer.sync_batchnorm false")
+        raise UserError(
+            "trainer.sync_batchnorm works on GPUs only and none is available here; use --trainer.sync_batchnorm false"
+        )
     if accelerator == "cpu" and count is not None and count > (os.cpu_count() or 1):
-        raise UserError(f"trainer.devices={count} CPU processes but this machine has {os.cpu_count()} cores; "
-                        "use fewer (each process trains a shard of every batch)")
+        raise UserError(
+            f"trainer.devices={count} CPU processes but this machine has {os.cpu_count()} cores; "
+            "use fewer (each process trains a shard of every batch)"
+        )
 
 
 def check_writable(trainer: Any) -> None:
@@ -103,5 +117,6 @@ def check_writable(trainer: Any) -> None:
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
         if not probe.is_dir() or not os.access(probe, os.W_OK):
-            raise UserError(f"cannot write to {folder} ({probe} is not writable); "
-                            "choose another folder or fix its permissions")
+            raise UserError(
+                f"cannot write to {folder} ({probe} is not writable); choose another folder or fix its permissions"
+            )

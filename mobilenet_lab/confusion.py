@@ -29,6 +29,7 @@ CONFUSION_CSV = "confusion_matrix.csv"
 
 def most_confused(confusion: torch.Tensor, names: list[str], k: int = 10) -> list[tuple[str, str, int, float]]:
     """The ``k`` largest off-diagonal cells: (true class, predicted class, images, share of the true class)."""
+
     def label(i: int) -> str:
         return names[i] if i < len(names) else str(i)
 
@@ -51,6 +52,7 @@ def worst_classes(confusion: torch.Tensor, names: list[str], k: int = 10) -> lis
 
 def confusion_markdown(rows: list[tuple], header: tuple[str, ...]) -> str:
     """Rows of :func:`most_confused` or :func:`worst_classes` as a markdown table (shares as percentages)."""
+
     def cell(value: Any) -> str:
         return f"{100 * value:.1f}%" if isinstance(value, float) else str(value)
 

@@ -87,8 +87,10 @@ class Teacher:
         except UserError as err:
             raise UserError(f"distill.teacher: {err}") from None
         if classifier.model.num_classes != self.num_classes:
-            raise UserError(f"distill.teacher {path} has {classifier.model.num_classes} classes but the student "
-                            f"has {self.num_classes}; distil from a teacher trained on the same classes")
+            raise UserError(
+                f"distill.teacher {path} has {classifier.model.num_classes} classes but the student "
+                f"has {self.num_classes}; distil from a teacher trained on the same classes"
+            )
         network = classifier.model.eval().requires_grad_(False)
         self.network = network.to(memory_format=torch.channels_last) if channels_last else network
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -113,8 +115,9 @@ class Teacher:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.is_cuda):
             return self.network(images.contiguous(memory_format=self._memory_format)).float()
 
-    def loss(self, images: torch.Tensor, student_logits: torch.Tensor,
-             ce: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, images: torch.Tensor, student_logits: torch.Tensor, ce: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(total loss, the two terms to log) for a training batch whose cross-entropy is ``ce``."""
         kd = distillation_loss(student_logits, self.logits(images), self.config.temperature)
         alpha = self.config.alpha

@@ -91,8 +91,9 @@ class EMA(WeightAveraging):
         device: Where the averaged copy lives (default: the training device); ``cpu`` saves GPU memory.
     """
 
-    def __init__(self, decay: float = 0.999, warmup_power: float | None = 0.75, every_n_steps: int = 1,
-                 device: str | None = None) -> None:
+    def __init__(
+        self, decay: float = 0.999, warmup_power: float | None = 0.75, every_n_steps: int = 1, device: str | None = None
+    ) -> None:
         if not 0.0 <= decay < 1.0:
             raise UserError(f"EMA decay must be in [0, 1), got {decay} (0.999 is typical)")
         if warmup_power is not None and warmup_power <= 0:
@@ -107,8 +108,9 @@ class EMA(WeightAveraging):
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and (step_idx + 1) % self.every_n_steps == 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         # Lightning's hook, with `_update` in place of AveragedModel.update_parameters.
         step = trainer.global_step
         if step > latest_update_step(self) and self.should_update(step_idx=step - 1):
@@ -128,8 +130,10 @@ class EMA(WeightAveraging):
         if self._updates is None:
             self._updates = int(average.n_averaged)  # the one read: at the first update of a fit or resume
         averaged = [t.detach() for t in itertools.chain(average.module.parameters(), average.module.buffers())]
-        current = [t.detach().to(a.device) for a, t in
-                   zip(averaged, itertools.chain(pl_module.parameters(), pl_module.buffers()), strict=True)]
+        current = [
+            t.detach().to(a.device)
+            for a, t in zip(averaged, itertools.chain(pl_module.parameters(), pl_module.buffers()), strict=True)
+        ]
         if self._updates == 0:
             for a, c in zip(averaged, current):
                 a.copy_(c)
@@ -151,22 +155,26 @@ class EMA(WeightAveraging):
         average = averaged_model(self)
         if average is not None and averaging_device(self) is None:
             average.to(pl_module.device)  # the module has reached its device by now
-        warmup = (f", warming up as 1 - (1 + n)^-{self.update.warmup_power}"
-                  if self.update.warmup_power is not None else "")
-        rank_zero_info(f"EMA of the weights (decay {self.update.decay}{warmup}): validation, checkpoints "
-                       "and the final model use the averaged weights")
+        warmup = (
+            f", warming up as 1 - (1 + n)^-{self.update.warmup_power}" if self.update.warmup_power is not None else ""
+        )
+        rank_zero_info(
+            f"EMA of the weights (decay {self.update.decay}{warmup}): validation, checkpoints "
+            "and the final model use the averaged weights"
+        )
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
         average = averaged_model(self)
         if average is not None:
-            checkpoint[WEIGHTS_KEY] = {"kind": "ema", "decay": self.update.decay,
-                                       "warmup_power": self.update.warmup_power,
-                                       "updates": int(average.n_averaged)}
+            checkpoint[WEIGHTS_KEY] = {
+                "kind": "ema",
+                "decay": self.update.decay,
+                "warmup_power": self.update.warmup_power,
+                "updates": int(average.n_averaged),
+            }
 
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         if averaged_model(self) is None:
             return  # validate/test/predict: the checkpoint's state_dict already is the average
         super().on_load_checkpoint(trainer, pl_module, checkpoint)

@@ -33,8 +33,9 @@ class TrainingInterrupted(Exception):
         global_rank: This process's rank (only rank 0 prints the message).
     """
 
-    def __init__(self, signal_name: str, exit_code: int, checkpoint: str, children: Sequence[Any] = (),
-                 global_rank: int = 0) -> None:
+    def __init__(
+        self, signal_name: str, exit_code: int, checkpoint: str, children: Sequence[Any] = (), global_rank: int = 0
+    ) -> None:
         super().__init__(
             f"{signal_name} received: training stopped after the current batch and saved {checkpoint}; "
             f"resume with the same command plus --ckpt_path {checkpoint}"

@@ -44,7 +44,11 @@ def complete_args(args: list[str]) -> list[str]:
     if not args or args[0] not in ("fit", *EVALUATIONS):
         return args
     ckpt_path = option_value(args, "--ckpt_path")
-    if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry") or _gives(args, "--config", "-c", "--model"):
+    if (
+        ckpt_path is None
+        or ckpt_path in ("last", "best", "hpc", "registry")
+        or _gives(args, "--config", "-c", "--model")
+    ):
         return args
     if args[0] in EVALUATIONS and any(a.startswith("--model.") and not a.startswith(EVALUATION_OPTIONS) for a in args):
         return args
@@ -54,8 +58,10 @@ def complete_args(args: list[str]) -> list[str]:
     run = checkpoint.get(RUN_KEY)
     if not isinstance(run, dict) or not run.get("config"):
         if args[0] == "fit":
-            raise UserError(f"{ckpt_path} does not hold its run's config (an older checkpoint); resume with "
-                            "--config <the run's config.yaml> --ckpt_path ...")
+            raise UserError(
+                f"{ckpt_path} does not hold its run's config (an older checkpoint); resume with "
+                "--config <the run's config.yaml> --ckpt_path ..."
+            )
         return model_from_checkpoint(args, checkpoint)
     completed = [args[0], f"--config={run['config']}"]
     if args[0] in EVALUATIONS:
@@ -77,8 +83,11 @@ def _beside_the_run(run: dict[str, Any], command: str) -> list[str]:
     while os.path.exists(os.path.join(save_dir, name, candidate)):
         suffix += 1
         candidate = f"{base}_{suffix}"
-    return [f"--trainer.logger.init_args.save_dir={save_dir}", f"--trainer.logger.init_args.name={name}",
-            f"--trainer.logger.init_args.version={candidate}"]
+    return [
+        f"--trainer.logger.init_args.save_dir={save_dir}",
+        f"--trainer.logger.init_args.name={name}",
+        f"--trainer.logger.init_args.version={candidate}",
+    ]
 
 
 def model_from_checkpoint(args: list[str], checkpoint: dict[str, Any] | None = None) -> list[str]:

@@ -60,11 +60,13 @@ def load_model(ckpt_path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{ckpt_path} was not written by mobilenet_lab's fit (no model description)")
     meta = checkpoint["mobilenet_lab"]
     model = create_model(description)
-    state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    state = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{ckpt_path}: weights do not fit the saved architecture ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{ckpt_path}: weights do not fit the saved architecture ({str(err).splitlines()[0]})"
+        ) from None
     mean = meta.get("mean") or (0.0, 0.0, 0.0)
     std = meta.get("std") or (1.0, 1.0, 1.0)
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]

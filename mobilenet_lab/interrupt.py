@@ -80,18 +80,28 @@ class GracefulStop(Callback):
             return
         signum = self.received
         if trainer.world_size > 1:  # the ranks that got no signal learn which one it was
-            signum = int(trainer.strategy.reduce(torch.tensor(signum, device=trainer.strategy.root_device),
-                                                 reduce_op="max"))
-        epoch_end = next((cb for cb in trainer.checkpoint_callbacks
-                          if isinstance(cb, LastCheckpoint) and cb.dirpath and cb.every_n_epochs), None)
+            signum = int(
+                trainer.strategy.reduce(torch.tensor(signum, device=trainer.strategy.root_device), reduce_op="max")
+            )
+        epoch_end = next(
+            (
+                cb
+                for cb in trainer.checkpoint_callbacks
+                if isinstance(cb, LastCheckpoint) and cb.dirpath and cb.every_n_epochs
+            ),
+            None,
+        )
         if epoch_end is not None and is_last_batch(trainer):
             # The epoch's validation and its end checkpoint come next: let them, then stop (a
             # checkpoint from before validation would resume past it).
             path = epoch_end.last_path
             self._stop_at = ("on_train_batch_start", "on_train_end")
         else:
-            path = epoch_end.last_path if epoch_end is not None else os.path.join(trainer.default_root_dir,
-                                                                                   "interrupted.ckpt")
+            path = (
+                epoch_end.last_path
+                if epoch_end is not None
+                else os.path.join(trainer.default_root_dir, "interrupted.ckpt")
+            )
             trainer.save_checkpoint(path, weights_only=False)
             self._stop_at = ("on_train_batch_start", "on_validation_start", "on_train_epoch_end", "on_train_end")
         self._stop = (signal.Signals(signum).name, 128 + signum, path)

@@ -10,7 +10,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
-from .confusion import CONFUSION_CSV, confusion_figure, confusion_markdown, most_confused, worst_classes, write_confusion_csv
+from .confusion import (
+    CONFUSION_CSV,
+    confusion_figure,
+    confusion_markdown,
+    most_confused,
+    worst_classes,
+    write_confusion_csv,
+)
 from .data.normalize import denormalize
 from .run_layout import run_folder
 
@@ -56,15 +63,22 @@ class TestPanels(Callback):
         std = getattr(trainer.datamodule, "std", (1.0, 1.0, 1.0))
         images = denormalize(torch.cat(self._images), mean, std).clamp(0, 1)
         step = trainer.global_step
-        writer.add_figure("test/predictions", prediction_grid(images, torch.cat(self._targets),
-                                                              torch.cat(self._preds), names), step)
+        writer.add_figure(
+            "test/predictions", prediction_grid(images, torch.cat(self._targets), torch.cat(self._preds), names), step
+        )
         confusion = pl_module.test_confusion.compute().cpu()
         writer.add_figure("test/confusion_matrix", confusion_figure(confusion), step)
         pairs = most_confused(confusion, names, self.top_k)
-        writer.add_text("test/most_confused",
-                        confusion_markdown(pairs, ("true class", "predicted as", "images", "share of class")), step)
-        writer.add_text("test/worst_classes", confusion_markdown(
-            worst_classes(confusion, names, self.top_k), ("class", "accuracy", "images")), step)
+        writer.add_text(
+            "test/most_confused",
+            confusion_markdown(pairs, ("true class", "predicted as", "images", "share of class")),
+            step,
+        )
+        writer.add_text(
+            "test/worst_classes",
+            confusion_markdown(worst_classes(confusion, names, self.top_k), ("class", "accuracy", "images")),
+            step,
+        )
         write_confusion_csv(confusion, names, Path(run_folder(trainer)) / CONFUSION_CSV)
 
 
@@ -95,8 +109,16 @@ def prediction_grid(images: torch.Tensor, targets: torch.Tensor, preds: torch.Te
         ax.imshow(image.permute(1, 2, 0).numpy())
         ax.set_title(name(pred), fontsize=7, color="green" if pred == target else "red")
         if pred != target:  # a miss also says what the image was
-            ax.text(0.5, -0.04, f"true: {name(target)}", transform=ax.transAxes, ha="center", va="top",
-                    fontsize=6, color="black")
+            ax.text(
+                0.5,
+                -0.04,
+                f"true: {name(target)}",
+                transform=ax.transAxes,
+                ha="center",
+                va="top",
+                fontsize=6,
+                color="black",
+            )
     fig.tight_layout()
     return fig
 
@@ -129,7 +151,9 @@ class PredictionWriter(BasePredictionWriter):
         self._writer = csv.writer(self._file)
         self._writer.writerow(["file"] + [f"{kind}{i + 1}" for i in range(self._k) for kind in ("class", "prob")])
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ) -> None:
         names = self._names
         probs, idx = prediction["probs"].topk(self._k, dim=1)
         for name, p_row, i_row in zip(prediction["names"], probs.tolist(), idx.tolist()):

@@ -25,8 +25,15 @@ from .checkpoint import safe_load_checkpoint
 from .compat import is_last_batch
 from .errors import UserError
 
-__all__ = ["AtomicCheckpointIO", "RunCheckpoint", "LastCheckpoint", "RunConfig", "DiscardFailedRun", "run_folder",
-           "RUN_KEY"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "RunCheckpoint",
+    "LastCheckpoint",
+    "RunConfig",
+    "DiscardFailedRun",
+    "run_folder",
+    "RUN_KEY",
+]
 
 #: Where a checkpoint keeps the run that wrote it: its config (YAML), logger name, version and save_dir.
 RUN_KEY = "mobilenet_lab_run"
@@ -79,8 +86,14 @@ class RunCheckpoint(ModelCheckpoint):
             raise UserError(f"checkpoint.last_every_n_steps must be >= 0, got {last_every_n_steps}")
         # ModelCheckpoint's own save_last writes last.ckpt only when it also writes a top-k file:
         # with a monitor, last.ckpt would stop moving as soon as val/acc plateaus.
-        super().__init__(monitor=monitor, mode=mode, save_top_k=save_top_k, save_last=False,
-                         filename=filename, auto_insert_metric_name=False)
+        super().__init__(
+            monitor=monitor,
+            mode=mode,
+            save_top_k=save_top_k,
+            save_last=False,
+            filename=filename,
+            auto_insert_metric_name=False,
+        )
         self.root = root
         self.keep_last = save_last
         self.last_every_n_steps = last_every_n_steps
@@ -143,8 +156,12 @@ class LastCheckpoint(ModelCheckpoint):
 
     def __init__(self, every_n_train_steps: int = 0) -> None:
         super().__init__(
-            filename=self.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1, enable_version_counter=False,
-            every_n_train_steps=every_n_train_steps or None, every_n_epochs=None if every_n_train_steps else 1,
+            filename=self.CHECKPOINT_NAME_LAST,
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+            every_n_train_steps=every_n_train_steps or None,
+            every_n_epochs=None if every_n_train_steps else 1,
             save_on_train_epoch_end=True,
         )
 
@@ -213,8 +230,10 @@ class RunConfig(SaveConfigCallback):
                 get_filesystem(self._path).isfile(self._path) if trainer.is_global_zero else False
             )
             if exists and not self.overwrite:
-                raise UserError(f"{self._path} already exists (another run's config); give this run its own "
-                                "folder (another logger name or version) or move that run away")
+                raise UserError(
+                    f"{self._path} already exists (another run's config); give this run its own "
+                    "folder (another logger name or version) or move that run away"
+                )
         super().setup(trainer, pl_module, stage)
 
     def given_config(self) -> Any:
@@ -228,8 +247,9 @@ class RunConfig(SaveConfigCallback):
         assert self._path is not None
         fs = get_filesystem(self._path)
         fs.makedirs(os.path.dirname(self._path), exist_ok=True)
-        self.parser.save(self.given_config(), self._path, skip_none=False, overwrite=self.overwrite,
-                         multifile=self.multifile)
+        self.parser.save(
+            self.given_config(), self._path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile
+        )
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         config = self.given_config()

@@ -65,8 +65,12 @@ class OneCycle(OneCycleLR):
         total_steps = max(total_steps, 4)
         pct_start = min(max(pct_start, 2 / total_steps), 0.5)
         super().__init__(
-            optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start,
-            div_factor=div_factor, final_div_factor=final_div_factor,
+            optimizer,
+            max_lr=max_lr,
+            total_steps=total_steps,
+            pct_start=pct_start,
+            div_factor=div_factor,
+            final_div_factor=final_div_factor,
         )
 
 

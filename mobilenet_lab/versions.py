@@ -48,8 +48,13 @@ class MobileNetV1(ImageClassifier):
         activation: Literal["relu", "relu6"] = _V1.activation,
         **kwargs: Any,
     ) -> None:
-        options = dict(width_mult=width_mult, stem=stem, downsamples_removed=downsamples_removed,
-                       dropout=dropout, activation=activation)
+        options = dict(
+            width_mult=width_mult,
+            stem=stem,
+            downsamples_removed=downsamples_removed,
+            dropout=dropout,
+            activation=activation,
+        )
         super().__init__(self.model_name, options, **kwargs)
 
 
@@ -122,8 +127,15 @@ class MobileNetV4ConvLarge(_InvertedResidualNetwork):
 #: Registered model name -> its version LightningModule (a user's subclass does not take a name over).
 VERSION_MODULES: dict[str, type[ImageClassifier]] = {
     cls.model_name: cls
-    for cls in (MobileNetV1, MobileNetV2, MobileNetV3Large, MobileNetV3Small, MobileNetV4ConvSmall,
-                MobileNetV4ConvMedium, MobileNetV4ConvLarge)
+    for cls in (
+        MobileNetV1,
+        MobileNetV2,
+        MobileNetV3Large,
+        MobileNetV3Small,
+        MobileNetV4ConvSmall,
+        MobileNetV4ConvMedium,
+        MobileNetV4ConvLarge,
+    )
 }
 
 
@@ -148,5 +160,4 @@ def description_of(cls: type, init_args: dict[str, Any]) -> ModelDescription:
     return base.replace(**options)
 
 
-__all__ = [cls.__name__ for cls in VERSION_MODULES.values()] + ["VERSION_MODULES", "cifar_defaults",
-                                                                  "description_of"]
+__all__ = [cls.__name__ for cls in VERSION_MODULES.values()] + ["VERSION_MODULES", "cifar_defaults", "description_of"]

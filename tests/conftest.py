@@ -7,9 +7,9 @@ import os
 import pickle
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,8 +83,11 @@ def write_cifar_archive(
         with open(folder / split, "wb") as f:
             pickle.dump(entry, f, protocol=protocol)
     with open(folder / "meta", "wb") as f:
-        pickle.dump({key("fine_label_names"): names, key("coarse_label_names"): [f"super_{i}" for i in range(20)]},
-                    f, protocol=protocol)
+        pickle.dump(
+            {key("fine_label_names"): names, key("coarse_label_names"): [f"super_{i}" for i in range(20)]},
+            f,
+            protocol=protocol,
+        )
     return Path(data_dir)
 
 
@@ -170,15 +173,16 @@ def cli_command(*args: object) -> list[str]:
     return [sys.executable, "-m", "mobilenet_lab", *map(str, args)]
 
 
-def run_command(command: Sequence[str], cwd: Path, timeout: float = 900,
-                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_command(
+    command: Sequence[str], cwd: Path, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Runs a command to its end, output captured as text."""
-    return subprocess.run(list(command), cwd=cwd, env=env or cli_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(list(command), cwd=cwd, env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
-def python_m(args: Sequence[object], cwd: Path, timeout: float = 900,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def python_m(
+    args: Sequence[object], cwd: Path, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """``python -m mobilenet_lab <args>`` in ``cwd``, to its end, output captured as text."""
     return run_command(cli_command(*args), cwd, timeout=timeout, env=env)
 
@@ -186,8 +190,10 @@ def python_m(args: Sequence[object], cwd: Path, timeout: float = 900,
 def assert_imports_no_lightning(code: str) -> None:
     """Runs ``code`` in a fresh interpreter and asserts it imported no Lightning (nor torchmetrics):
     models, the data reader, export and inference must work with torch alone."""
-    check = (code + "\nimport sys\n"
-             "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('lightning', 'pytorch_lightning', 'torchmetrics'))\n"
-             "assert not bad, bad\n")
+    check = (
+        code + "\nimport sys\n"
+        "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('lightning', 'pytorch_lightning', 'torchmetrics'))\n"
+        "assert not bad, bad\n"
+    )
     result = run_command([sys.executable, "-c", check], cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -19,8 +19,6 @@ from mobilenet_lab.data.datasets import EvalBatch
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
 def chi_square_uniform(counts: list[int] | np.ndarray) -> float:
     """Pearson chi-square statistic of ``counts`` against the uniform distribution."""
     c = np.asarray(counts, dtype=np.float64)

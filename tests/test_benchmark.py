@@ -7,12 +7,31 @@ import pytest
 import torch
 
 from mobilenet_lab.__main__ import main as cli
+from mobilenet_lab.errors import UserError
 from mobilenet_lab.models import convert_torchvision_state_dict, count_macs, count_params, create_model
 from mobilenet_lab.tools import benchmark
-from mobilenet_lab.errors import UserError
 
-TINY = ["--widths", "0.25", "--image_sizes", "32", "--runs", "5", "--warmup", "1", "--batch_runs", "2",
-        "--batch_warmup", "1", "--batch_size", "8", "--train_batch_size", "4", "--threads", "1", "--quiet"]
+TINY = [
+    "--widths",
+    "0.25",
+    "--image_sizes",
+    "32",
+    "--runs",
+    "5",
+    "--warmup",
+    "1",
+    "--batch_runs",
+    "2",
+    "--batch_warmup",
+    "1",
+    "--batch_size",
+    "8",
+    "--train_batch_size",
+    "4",
+    "--threads",
+    "1",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +50,10 @@ def test_writes_md_csv_png_with_expected_columns(tiny_run):
     assert list(table[0]) == benchmark.COLUMNS + benchmark.HARDWARE_COLUMNS
     # V2 has a torchvision counterpart at every width, V3-Small only at width 1.0.
     assert [(r["model"], r["impl"]) for r in table] == [
-        ("mobilenet_v2", "ours"), ("mobilenet_v2", "torchvision"), ("mobilenet_v3_small", "ours")]
+        ("mobilenet_v2", "ours"),
+        ("mobilenet_v2", "torchvision"),
+        ("mobilenet_v3_small", "ours"),
+    ]
     md = (out / "benchmark.md").read_text()
     assert "| model" in md and "latency_p90_ms" in md and "CPU:" in md and torch.__version__ in md
     assert table[0]["cpu"] and table[0]["threads"] == "1" and table[0]["torch"] == torch.__version__
@@ -52,8 +74,9 @@ def test_numbers_are_sane_and_counts_exact(tiny_run):
     assert ours["latency_vs_torchvision"] == pytest.approx(ours["latency_ms"] / ref["latency_ms"])
 
 
-@pytest.mark.parametrize("name,width", [("mobilenet_v2", 0.5), ("mobilenet_v3_small", 1.0),
-                                        ("mobilenet_v3_large", 1.0)])
+@pytest.mark.parametrize(
+    "name,width", [("mobilenet_v2", 0.5), ("mobilenet_v3_small", 1.0), ("mobilenet_v3_large", 1.0)]
+)
 @pytest.mark.parametrize("stem", ["cifar", "imagenet"])
 def test_torchvision_reference_is_the_same_function(name, width, stem):
     ref = benchmark.torchvision_reference(name, width, 100, stem).eval()
@@ -82,6 +105,7 @@ def test_table_reports_what_the_clock_measured(tmp_path, monkeypatch):
         def run():
             fn()
             now[0] += 0.002
+
         return run
 
     monkeypatch.setattr(measure, "_inference_fn", lambda m, x: advancing(real_inference_fn(m, x)))
@@ -98,19 +122,32 @@ def test_report_csv_adds_accuracy_panel(tmp_path):
     report = tmp_path / "report.csv"
     report.write_text("run,model,width,stem,image_size,best_val_acc\nm/version_0,mobilenet_v1,0.25,cifar,32,0.4\n")
     assert benchmark.read_accuracy(report) == {("mobilenet_v1", 0.25, "cifar", 32): 0.4}
-    rows = [{"model": "mobilenet_v1", "width": 0.25, "impl": "ours", "stem": "cifar", "image_size": 32,
-             "device": "cpu", "MACs": 1e6, "latency_ms": 2.0}]
+    rows = [
+        {
+            "model": "mobilenet_v1",
+            "width": 0.25,
+            "impl": "ours",
+            "stem": "cifar",
+            "image_size": 32,
+            "device": "cpu",
+            "MACs": 1e6,
+            "latency_ms": 2.0,
+        }
+    ]
     benchmark.plot(rows, tmp_path / "b.png", benchmark.read_accuracy(report))
     assert (tmp_path / "b.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--widths", "0"], "must be > 0"),
-    (["--widths", "-1"], "must be > 0"),
-    (["--models", "resnet50"], "invalid choice"),
-    (["--image_sizes", "4"], "--image_sizes must be >= 8"),
-    (["--channels_last", "maybe"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--widths", "0"], "must be > 0"),
+        (["--widths", "-1"], "must be > 0"),
+        (["--models", "resnet50"], "invalid choice"),
+        (["--image_sizes", "4"], "--image_sizes must be >= 8"),
+        (["--channels_last", "maybe"], "invalid choice"),
+    ],
+)
 def test_bad_arguments_are_one_clear_error(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         cli(["benchmark", *argv])
@@ -142,8 +179,11 @@ def test_bare_step_trains_the_model_on_each_batch_in_turn():
     torch.manual_seed(0)
     model = create_model("mobilenet_v1", width_mult=0.25, num_classes=10, stem="cifar").train()
     batches = random_batches(2, 4, 16, 10, channels_last=True)
-    assert [x.shape for x, _ in batches] == [(4, 3, 16, 16)] * 2 and batches[0][0].is_contiguous(
-        memory_format=torch.channels_last) and all(int(y.max()) < 10 for _, y in batches)
+    assert (
+        [x.shape for x, _ in batches] == [(4, 3, 16, 16)] * 2
+        and batches[0][0].is_contiguous(memory_format=torch.channels_last)
+        and all(int(y.max()) < 10 for _, y in batches)
+    )
     seen = []
     model.register_forward_hook(lambda m, args, out: seen.append(args[0].data_ptr()))
     before = [p.detach().clone() for p in model.parameters()]
@@ -161,8 +201,11 @@ def test_bare_model_is_torchvisions_where_it_builds_the_same_network():
     v3 = describe("mobilenet_v3_small", num_classes=100, stem="cifar")
     assert type(bare_model(v3)).__module__.startswith("torchvision")
     assert count_params(bare_model(v3)) == count_params(create_model(v3))
-    for ours in (describe("mobilenet_v1", num_classes=100, stem="cifar"), v3.replace(width_mult=0.5),
-                 v3.replace(downsamples_removed=3)):
+    for ours in (
+        describe("mobilenet_v1", num_classes=100, stem="cifar"),
+        v3.replace(width_mult=0.5),
+        v3.replace(downsamples_removed=3),
+    ):
         assert type(bare_model(ours)).__module__.startswith("mobilenet_lab")
     assert type(bare_model(v3, impl="ours")).__module__.startswith("mobilenet_lab")
 
@@ -186,10 +229,19 @@ def test_fit_images_per_second_times_the_training_command_itself(tiny_cifar, tmp
     from mobilenet_lab.tools.benchmark.loops import fit_images_per_second
 
     config = Path(__file__).resolve().parents[1] / "configs/quickstart.yaml"
-    args = ["--config", str(config), f"--data.data_dir={tiny_cifar}", "--data.batch_size=8",
-            "--data.val_size=0", "--model.init_args.width_mult=0.25", "--trainer.max_steps=4",
-            "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
-            f"--trainer.logger.init_args.save_dir={tmp_path}", f"--checkpoint.root={tmp_path}/checkpoints"]
+    args = [
+        "--config",
+        str(config),
+        f"--data.data_dir={tiny_cifar}",
+        "--data.batch_size=8",
+        "--data.val_size=0",
+        "--model.init_args.width_mult=0.25",
+        "--trainer.max_steps=4",
+        "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        f"--checkpoint.root={tmp_path}/checkpoints",
+    ]
     rate, first, module = fit_images_per_second(args, steps=2, skip=2)
     assert rate > 0 and first > 0 and module.trainer.global_step == 4
     assert module.model.description.name == "mobilenet_v3_small" and module.model.description.width_mult == 0.25
@@ -209,8 +261,26 @@ def _script(name: str):
 
 def test_bare_loop_script_times_the_bare_step_and_refuses_bad_flags_in_one_line():
     bare_loop = _script("bare_loop")
-    rate = bare_loop.main(["--model", "mobilenet_v1", "--impl", "ours", "--width", "0.25", "--batch_size", "4",
-                           "--windows", "2", "--steps", "1", "--warmup", "0", "--threads", "1"])
+    rate = bare_loop.main(
+        [
+            "--model",
+            "mobilenet_v1",
+            "--impl",
+            "ours",
+            "--width",
+            "0.25",
+            "--batch_size",
+            "4",
+            "--windows",
+            "2",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ]
+    )
     assert rate > 0
     with pytest.raises(UserError, match="^--batch_size must be > 0, got 0$"):
         bare_loop.main(["--batch_size", "0"])

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +37,6 @@ def test_moved_names_still_import_from_cifar100() -> None:
     assert cifar100.TrainBatch is datasets.TrainBatch and cifar100.split_indices is datasets.split_indices
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         cifar100.nothing  # noqa: B018
-
-
 
 
 def test_tiny_archive_loads(tiny_cifar: Path) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import python_m
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import python_m
 from mobilenet_lab.cli import MobileNetCLI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,8 +48,18 @@ def scalar_tags(log_dir: Path) -> set[str]:
 def fitted(tiny_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real `fit` of 2 epochs on the tiny archive, run through `python -m mobilenet_lab`."""
     work = tmp_path_factory.mktemp("fit")
-    result = python_m(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_dir={tiny_cifar}",
-                       "--trainer.max_epochs=2", "--model.init_args.width_mult=0.25", *FAST], cwd=work)
+    result = python_m(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs/quickstart.yaml"),
+            f"--data.data_dir={tiny_cifar}",
+            "--trainer.max_epochs=2",
+            "--model.init_args.width_mult=0.25",
+            *FAST,
+        ],
+        cwd=work,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (work / "fit_output.txt").write_text(result.stdout + result.stderr)
     return work
@@ -101,9 +111,18 @@ def test_logger_less_runs_in_one_folder_keep_their_own_configs(tiny_cifar: Path,
     from mobilenet_lab.__main__ import main
 
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_dir={tiny_cifar}",
-            "--trainer.logger=false", "--model.init_args.width_mult=0.25", "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1", *FAST]
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs/quickstart.yaml"),
+        f"--data.data_dir={tiny_cifar}",
+        "--trainer.logger=false",
+        "--model.init_args.width_mult=0.25",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=1",
+        "--trainer.limit_val_batches=1",
+        *FAST,
+    ]
     for _ in range(2):
         main(args)  # returns (exit 0) instead of raising SystemExit
     assert not (tmp_path / "config.yaml").exists()
@@ -136,9 +155,10 @@ def test_fit_writes_logs_checkpoints_and_config(fitted: Path):
 def test_test_from_checkpoint_without_retyping_options(fitted: Path, tiny_cifar: Path):
     best = next((fitted / "checkpoints/quickstart/version_0").glob("epoch*.ckpt"))
     # No --config: the model comes from the checkpoint's hyperparameters (width 0.25 included).
-    result = python_m(["test", f"--ckpt_path={best}", f"--data.data_dir={tiny_cifar}",
-                       "--trainer.enable_progress_bar=false"],
-                      cwd=fitted)
+    result = python_m(
+        ["test", f"--ckpt_path={best}", f"--data.data_dir={tiny_cifar}", "--trainer.enable_progress_bar=false"],
+        cwd=fitted,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/acc" in result.stdout
     runs = sorted((fitted / "lightning_logs").glob("*/version_*"))
@@ -158,9 +178,19 @@ def test_fit_learns_and_test_accuracy_matches_checkpoint(tiny_cifar: Path, tmp_p
     # (1%) by far, and `test` from the best checkpoint must agree with the loaded weights.
     # (V2: its BatchNorm momentum 0.1 settles in these few steps; V3's 0.01 needs hundreds.)
     monkeypatch.chdir(tmp_path)
-    cli = run_cli(["fit", "--config", str(ROOT / "configs/v2.yaml"), f"--data.data_dir={tiny_cifar}",
-                   "--trainer.max_epochs=8", "--model.init_args.width_mult=0.5",
-                   "--model.init_args.lr_scheduler.init_args.warmup_epochs=0", *FAST, "--data.val_size=0"])
+    cli = run_cli(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs/v2.yaml"),
+            f"--data.data_dir={tiny_cifar}",
+            "--trainer.max_epochs=8",
+            "--model.init_args.width_mult=0.5",
+            "--model.init_args.lr_scheduler.init_args.warmup_epochs=0",
+            *FAST,
+            "--data.val_size=0",
+        ]
+    )
     best = cli.trainer.checkpoint_callback.best_model_path
     assert best and cli.trainer.checkpoint_callback.best_model_score > 0.05
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)
@@ -197,16 +227,29 @@ def test_each_shipped_config_runs_a_few_steps(config: Path, tiny_cifar: Path, tm
         from test_distill import write_teacher_checkpoint
 
         write_teacher_checkpoint(tmp_path / distill["teacher"], num_classes=100)
-    cli = run_cli(["fit", "--config", str(config), f"--data.data_dir={tiny_cifar}", "--trainer.fast_dev_run=2",
-                   "--trainer.accelerator=cpu", "--data.batch_size=8", "--data.val_size=100", *FAST[:2]])
+    cli = run_cli(
+        [
+            "fit",
+            "--config",
+            str(config),
+            f"--data.data_dir={tiny_cifar}",
+            "--trainer.fast_dev_run=2",
+            "--trainer.accelerator=cpu",
+            "--data.batch_size=8",
+            "--data.val_size=100",
+            *FAST[:2],
+        ]
+    )
     assert cli.trainer.global_step == 2
     assert torch.isfinite(torch.tensor(float(cli.trainer.callback_metrics["train/loss"])))
 
 
 @pytest.mark.parametrize("preset", TRAINER_PRESETS, ids=lambda p: p.name)
 def test_trainer_presets_parse(preset: Path, tmp_path: Path):
-    result = python_m(["fit", "--config", str(ROOT / "configs/v3_small.yaml"), "--config", str(preset),
-                       "--print_config"], cwd=tmp_path)
+    result = python_m(
+        ["fit", "--config", str(ROOT / "configs/v3_small.yaml"), "--config", str(preset), "--print_config"],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     printed = yaml.safe_load(result.stdout)
     expected = yaml.safe_load(preset.read_text())
@@ -224,8 +267,10 @@ def _contains(printed: object, expected: object) -> bool:
 
 
 def test_print_config_round_trips(tiny_cifar: Path, tmp_path: Path):
-    first = python_m(["fit", "--config", str(ROOT / "configs/v2.yaml"), "--model.init_args.width_mult=0.75",
-                      "--print_config"], cwd=tmp_path)
+    first = python_m(
+        ["fit", "--config", str(ROOT / "configs/v2.yaml"), "--model.init_args.width_mult=0.75", "--print_config"],
+        cwd=tmp_path,
+    )
     assert first.returncode == 0, first.stderr[-2000:]
     (tmp_path / "printed.yaml").write_text(first.stdout)
     second = python_m(["fit", "--config", "printed.yaml", "--print_config"], cwd=tmp_path)
@@ -250,8 +295,10 @@ def test_predict_writes_csv(fitted: Path, tmp_path: Path):
     Image.new("L", (32, 32), 128).save(folder / "gray.jpg")
     (folder / "notes.txt").write_text("not an image")
     best = next((fitted / "checkpoints/quickstart/version_0").glob("epoch*.ckpt"))
-    result = python_m(["predict", f"--ckpt_path={best}", f"--data.predict_dir={folder}",
-                       "--trainer.enable_progress_bar=false"], cwd=fitted)
+    result = python_m(
+        ["predict", f"--ckpt_path={best}", f"--data.predict_dir={folder}", "--trainer.enable_progress_bar=false"],
+        cwd=fitted,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     csv_path = max(fitted.glob("lightning_logs/*/version_*/predictions.csv"), key=lambda p: p.stat().st_mtime)
     rows = list(csv.DictReader(csv_path.open()))
@@ -283,10 +330,22 @@ def test_predict_memory_does_not_grow_with_the_folder(fitted: Path, tmp_path: Pa
     peak_kb, rows = {}, {}
     for folder in (small, big):
         with open(tmp_path / f"{folder.name}.log", "w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "mobilenet_lab", "predict", f"--ckpt_path={best}",
-                                     f"--data.predict_dir={folder}", "--trainer.enable_progress_bar=false",
-                                     f"--trainer.logger.init_args.version={folder.name}"],
-                                    cwd=fitted, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=log)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mobilenet_lab",
+                    "predict",
+                    f"--ckpt_path={best}",
+                    f"--data.predict_dir={folder}",
+                    "--trainer.enable_progress_bar=false",
+                    f"--trainer.logger.init_args.version={folder.name}",
+                ],
+                cwd=fitted,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=log,
+                stderr=log,
+            )
             _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
         proc.returncode = os.waitstatus_to_exitcode(status)
         assert proc.returncode == 0, (tmp_path / f"{folder.name}.log").read_text()[-3000:]
@@ -310,17 +369,35 @@ def test_trainer_plugins_from_the_command_line_reach_the_trainer(tmp_path: Path,
     cli = MobileNetCLI(args=[*base, "--trainer.plugins=lightning.pytorch.plugins.DoublePrecision"], run=False)
     assert isinstance(cli.trainer.precision_plugin, DoublePrecision)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # ours is added beside it
-    cli = MobileNetCLI(args=[*base, "--trainer.plugins+=lightning.pytorch.plugins.DoublePrecision",
-                             "--trainer.plugins+=lightning.fabric.plugins.TorchCheckpointIO"], run=False)
+    cli = MobileNetCLI(
+        args=[
+            *base,
+            "--trainer.plugins+=lightning.pytorch.plugins.DoublePrecision",
+            "--trainer.plugins+=lightning.fabric.plugins.TorchCheckpointIO",
+        ],
+        run=False,
+    )
     assert isinstance(cli.trainer.precision_plugin, DoublePrecision)
     checkpoint_io = cli.trainer.strategy.checkpoint_io
     assert type(checkpoint_io) is TorchCheckpointIO  # the user's, not replaced, not doubled
 
 
 def test_ddp_two_cpu_processes(tiny_cifar: Path, tmp_path: Path):
-    result = python_m(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_dir={tiny_cifar}",
-                       "--trainer.max_epochs=1", "--model.init_args.width_mult=0.25", "--trainer.strategy=ddp",
-                       "--trainer.devices=2", "--trainer.accelerator=cpu", *FAST], cwd=tmp_path)
+    result = python_m(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs/quickstart.yaml"),
+            f"--data.data_dir={tiny_cifar}",
+            "--trainer.max_epochs=1",
+            "--model.init_args.width_mult=0.25",
+            "--trainer.strategy=ddp",
+            "--trainer.devices=2",
+            "--trainer.accelerator=cpu",
+            *FAST,
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     tags = scalar_tags(tmp_path / "lightning_logs/quickstart/version_0")
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_top5", "hp_metric"} <= tags
@@ -331,9 +408,18 @@ def test_ddp_two_cpu_processes(tiny_cifar: Path, tmp_path: Path):
 def test_compile_option_trains(tiny_cifar: Path, tmp_path: Path, monkeypatch):
     # torch.compile on CPU: the first compile takes a minute or more.
     monkeypatch.chdir(tmp_path)
-    cli = run_cli(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_dir={tiny_cifar}",
-                   "--model.init_args.width_mult=0.25", "--model.init_args.compile=true", "--trainer.max_steps=3",
-                   *FAST])
+    cli = run_cli(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs/quickstart.yaml"),
+            f"--data.data_dir={tiny_cifar}",
+            "--model.init_args.width_mult=0.25",
+            "--model.init_args.compile=true",
+            "--trainer.max_steps=3",
+            *FAST,
+        ]
+    )
     assert cli.trainer.global_step == 3
     state = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)["state_dict"]
     assert all(k.startswith("model.") for k in state)  # the compiled wrapper is not saved twice
@@ -344,13 +430,26 @@ RECIPES = sorted((ROOT / "configs" / "recipes").glob("*.yaml"))
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 @pytest.mark.parametrize("version", ["v1.yaml", "v3_small.yaml"])
-def test_each_recipe_combines_with_a_version_config(recipe: Path, version: str, tiny_cifar: Path, tmp_path: Path,
-                                                     monkeypatch):
+def test_each_recipe_combines_with_a_version_config(
+    recipe: Path, version: str, tiny_cifar: Path, tmp_path: Path, monkeypatch
+):
     # A recipe is a partial config laid over a version config: its values win and it runs.
     monkeypatch.chdir(tmp_path)
-    cli = run_cli(["fit", "--config", str(ROOT / "configs" / version), "--config", str(recipe),
-                   f"--data.data_dir={tiny_cifar}", "--trainer.fast_dev_run=2", "--trainer.accelerator=cpu",
-                   "--data.batch_size=8", "--data.val_size=100", *FAST[:2]])
+    cli = run_cli(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / version),
+            "--config",
+            str(recipe),
+            f"--data.data_dir={tiny_cifar}",
+            "--trainer.fast_dev_run=2",
+            "--trainer.accelerator=cpu",
+            "--data.batch_size=8",
+            "--data.val_size=100",
+            *FAST[:2],
+        ]
+    )
     assert cli.trainer.global_step == 2
     wanted = (yaml.safe_load(recipe.read_text()).get("model") or {}).get("init_args", {})
     if "bn_momentum" in wanted:

@@ -29,8 +29,15 @@ class _Tiny(L.LightningModule):
 
 def _trainer(tmp_path, callbacks, **kwargs) -> L.Trainer:
     kwargs.setdefault("max_epochs", 2)
-    return L.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks, **kwargs)
+    return L.Trainer(
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        **kwargs,
+    )
 
 
 def test_is_last_batch_marks_each_epochs_last_batch(tmp_path):

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning.fabric.utilities.types import _Stateful
 from conftest import tiny_arrays, write_cifar_archive
+from lightning.fabric.utilities.types import _Stateful
 
+from mobilenet_lab.data.augment import pad_crop_flip
 from mobilenet_lab.data.cifar100 import ARCHIVE_MD5, CIFAR100_MEAN, CIFAR100_STD, load_class_names, load_split
 from mobilenet_lab.data.datamodule import CIFAR100DataModule
 from mobilenet_lab.data.datasets import TrainBatch, split_indices
 from mobilenet_lab.data.sampler import EpochKeySampler
-from mobilenet_lab.data.augment import pad_crop_flip
 from mobilenet_lab.errors import DataError, UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -393,8 +393,14 @@ def test_lightning_fit_uses_our_sampler_and_pipeline(tiny_cifar: Path, tmp_path:
 
     dm = CIFAR100DataModule(data_dir=str(tiny_cifar), val_size=50, batch_size=64, seed=4)
     trainer = L.Trainer(
-        max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(Probe(), datamodule=dm)
     assert isinstance(trainer.train_dataloader.sampler, EpochKeySampler)
@@ -472,11 +478,20 @@ def test_lightning_mid_epoch_resume_replays_the_same_batches(tiny_cifar: Path, t
                 raise RuntimeError("simulated crash")
 
     def fit(log: list, callbacks: list, ckpt: Path | None = None) -> None:
-        dm = CIFAR100DataModule(data_dir=str(tiny_cifar), val_size=0, batch_size=64, seed=3,
-                                cutmix_alpha=1.0, random_erasing=0.5)
-        trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                            callbacks=[*callbacks, ResumeTrainLoader()], default_root_dir=tmp_path)
+        dm = CIFAR100DataModule(
+            data_dir=str(tiny_cifar), val_size=0, batch_size=64, seed=3, cutmix_alpha=1.0, random_erasing=0.5
+        )
+        trainer = L.Trainer(
+            max_epochs=2,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            callbacks=[*callbacks, ResumeTrainLoader()],
+            default_root_dir=tmp_path,
+        )
         trainer.fit(Probe(log), datamodule=dm, ckpt_path=ckpt)
 
     full: list = []
@@ -485,7 +500,8 @@ def test_lightning_mid_epoch_resume_replays_the_same_batches(tiny_cifar: Path, t
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(part, [Crash()])
     assert torch.load(tmp_path / "mid.ckpt", weights_only=True)["loops"]["fit_loop"]["state_dict"][
-        "combined_loader"] == [{"epoch": 1, "batches_done": 3}]
+        "combined_loader"
+    ] == [{"epoch": 1, "batches_done": 3}]
     torch.manual_seed(1234)  # the new process's global RNG differs
     rest: list = []
     fit(rest, [], tmp_path / "mid.ckpt")
@@ -500,8 +516,9 @@ def test_images_on_device_gives_the_same_batches(tiny_cifar: Path, mixup: float)
     # The GPU path keeps the training images on the device and gathers them by key; batches leave
     # the loader without pixels but must become exactly what the host path produces.
     host = _dm(tiny_cifar, val_size=100, batch_size=32, mixup_alpha=mixup, random_erasing=0.5)
-    resident = _dm(tiny_cifar, val_size=100, batch_size=32, mixup_alpha=mixup, random_erasing=0.5,
-                   images_on_device=True)
+    resident = _dm(
+        tiny_cifar, val_size=100, batch_size=32, mixup_alpha=mixup, random_erasing=0.5, images_on_device=True
+    )
     for epoch in (0, 3):
         host_loader, resident_loader = host.train_dataloader(), resident.train_dataloader()
         host_loader.sampler.set_epoch(epoch)

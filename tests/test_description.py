@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import ast
-import os
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import assert_imports_no_lightning
+
 from mobilenet_lab.models import ModelDescription, create_model, describe, list_models, register_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_per_version_defaults():
     v1 = describe("mobilenet_v1")
     assert (v1.dropout, v1.activation, v1.stem, v1.width_mult, v1.num_classes) == (0.0, "relu", "imagenet", 1.0, 1000)
-    for name in ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v4_conv_small",
-                 "mobilenet_v4_conv_medium", "mobilenet_v4_conv_large"):
+    for name in (
+        "mobilenet_v2",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "mobilenet_v4_conv_small",
+        "mobilenet_v4_conv_medium",
+        "mobilenet_v4_conv_large",
+    ):
         d = describe(name)
         assert (d.dropout, d.activation) == (0.2, None)
         assert "activation" not in d.to_dict() and "activation" not in d.options()
@@ -39,8 +45,9 @@ def test_builders_read_the_description():
     assert create_model(**d.to_dict()).description == d
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
-                                  "mobilenet_v4_conv_small"])
+@pytest.mark.parametrize(
+    "name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v4_conv_small"]
+)
 def test_plain_dict_survives_weights_only_load(name, tmp_path):
     d = describe(name, width_mult=0.75, stem="cifar", downsamples_removed=3, num_classes=7)
     torch.save({"description": d.to_dict()}, tmp_path / "d.pt")
@@ -50,8 +57,9 @@ def test_plain_dict_survives_weights_only_load(name, tmp_path):
 
 def test_older_partial_dict_takes_the_version_defaults():
     # create_model used to store only the arguments given, and dropout=None for "the default".
-    d = ModelDescription.from_dict({"name": "mobilenet_v2", "num_classes": 100, "width_mult": 0.5, "stem": "cifar",
-                                    "dropout": None})
+    d = ModelDescription.from_dict(
+        {"name": "mobilenet_v2", "num_classes": 100, "width_mult": 0.5, "stem": "cifar", "dropout": None}
+    )
     assert d == describe("mobilenet_v2", num_classes=100, width_mult=0.5, stem="cifar")
 
 
@@ -74,15 +82,23 @@ def test_from_dict_refuses_with_the_valid_choices(data, message):
 def test_registry_refuses_a_duplicate_name():
     with pytest.raises(ValueError, match="already registered"):
         register_model(ModelDescription("mobilenet_v2"))(lambda d: None)
-    assert list_models() == ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
-                             "mobilenet_v4_conv_large", "mobilenet_v4_conv_medium", "mobilenet_v4_conv_small"]
+    assert list_models() == [
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "mobilenet_v3_large",
+        "mobilenet_v3_small",
+        "mobilenet_v4_conv_large",
+        "mobilenet_v4_conv_medium",
+        "mobilenet_v4_conv_small",
+    ]
 
 
 def _package_imports(path: Path) -> set[str]:
     """Names of the sibling modules a models/ file imports (``from .x import``)."""
     tree = ast.parse(path.read_text())
-    return {node.module for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+    return {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+    }
 
 
 def test_registry_and_description_import_no_model_file():
@@ -96,8 +112,13 @@ def test_models_and_load_model_import_no_lightning(tmp_path):
     # A checkpoint as fit writes it (the parts load_model reads), without Lightning.
     model = create_model("mobilenet_v3_small", num_classes=5, width_mult=0.25, stem="cifar")
     ckpt = tmp_path / "m.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "mobilenet_lab": {"model_config": model.description.to_dict(), "image_size": 32}}, ckpt)
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "mobilenet_lab": {"model_config": model.description.to_dict(), "image_size": 32},
+        },
+        ckpt,
+    )
     code = (
         "import sys, mobilenet_lab.models\n"
         "from mobilenet_lab import models, inference\n"
@@ -109,7 +130,6 @@ def test_models_and_load_model_import_no_lightning(tmp_path):
 
 
 def test_every_version_has_one_module_found_by_name():
-    import mobilenet_lab
     import mobilenet_lab
     from mobilenet_lab import versions as modules
     from mobilenet_lab.from_checkpoint import _version_class_path
@@ -128,7 +148,7 @@ def test_every_version_has_one_module_found_by_name():
 
     assert modules.VERSION_MODULES["mobilenet_v4_conv_small"] is modules.MobileNetV4ConvSmall
     with pytest.raises(AttributeError, match="no attribute 'MobileNetV9'"):
-        mobilenet_lab.MobileNetV9
+        _ = mobilenet_lab.MobileNetV9
 
 
 def test_version_modules_take_their_defaults_from_the_description():
@@ -136,13 +156,15 @@ def test_version_modules_take_their_defaults_from_the_description():
 
     for cls in VERSION_MODULES.values():
         defaults = cifar_defaults(cls.model_name)
-        params = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
-                  if p.default is not inspect.Parameter.empty}
+        params = {
+            n: p.default
+            for n, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
         options = set(defaults.options()) - {"num_classes"}
         assert options <= set(params), cls  # every option is in the class's --help
         assert {k: params[k] for k in options} == {k: getattr(defaults, k) for k in options}, cls
         assert defaults.stem == "cifar"
-
 
 
 def test_worked_example_registers_and_builds(tmp_path):
@@ -168,6 +190,11 @@ def test_worked_example_registers_and_builds(tmp_path):
         "    assert 'unknown option(s) activation for mobilenet_v2_shallow' in str(err), err\n"
     )
 
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]

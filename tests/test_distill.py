@@ -22,16 +22,27 @@ def _trainer(max_steps: int = -1, max_epochs: int | None = None, callbacks=(), *
 
     from mobilenet_lab.run_layout import AtomicCheckpointIO
 
-    return L.Trainer(max_steps=max_steps, max_epochs=max_epochs, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
-                     callbacks=list(callbacks), plugins=[AtomicCheckpointIO()], num_sanity_val_steps=0, **kwargs)
+    return L.Trainer(
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=list(callbacks),
+        plugins=[AtomicCheckpointIO()],
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
 def _random_loader(n: int = 16, num_classes: int = 10, batch_size: int = 8):
     from torch.utils.data import DataLoader, TensorDataset
 
-    return DataLoader(TensorDataset(torch.randn(n, 3, 32, 32), torch.randint(0, num_classes, (n,))),
-                      batch_size=batch_size)
+    return DataLoader(
+        TensorDataset(torch.randn(n, 3, 32, 32), torch.randint(0, num_classes, (n,))), batch_size=batch_size
+    )
 
 
 def write_teacher_checkpoint(path: Path, num_classes: int = 10) -> Path:
@@ -95,8 +106,11 @@ def test_teacher_gets_no_gradient_is_not_optimized_nor_saved(teacher_checkpoint,
             seen["logged"] = set(trainer.callback_metrics)
 
     torch.manual_seed(0)
-    student = MobileNetV3Small(width_mult=0.25, num_classes=10,
-                               distill=Distillation(teacher=str(teacher_checkpoint), alpha=0.5, temperature=2.0))
+    student = MobileNetV3Small(
+        width_mult=0.25,
+        num_classes=10,
+        distill=Distillation(teacher=str(teacher_checkpoint), alpha=0.5, temperature=2.0),
+    )
     assert student.teacher.network is None  # read only when a fit starts
     trainer = _trainer(max_steps=2, callbacks=[Inspect()])
     trainer.fit(student, train_dataloaders=_random_loader())
@@ -163,19 +177,35 @@ def test_distill_and_ema_from_configs_and_the_command_line(tmp_path, monkeypatch
     from mobilenet_lab.versions import MobileNetV1
 
     monkeypatch.chdir(tmp_path)
-    cli = MobileNetCLI(args=["--config", str(ROOT / "configs/v3_small.yaml"),
-                             "--config", str(ROOT / "configs/distill_v3_small_from_v3_large.yaml"),
-                             "--config", str(ROOT / "configs/recipes/ema.yaml"),
-                             "--model.init_args.distill.teacher=t.ckpt", "--model.init_args.distill.alpha=0.5",
-                             "--model.init_args.width_mult=0.5"], run=False)
+    cli = MobileNetCLI(
+        args=[
+            "--config",
+            str(ROOT / "configs/v3_small.yaml"),
+            "--config",
+            str(ROOT / "configs/distill_v3_small_from_v3_large.yaml"),
+            "--config",
+            str(ROOT / "configs/recipes/ema.yaml"),
+            "--model.init_args.distill.teacher=t.ckpt",
+            "--model.init_args.distill.alpha=0.5",
+            "--model.init_args.width_mult=0.5",
+        ],
+        run=False,
+    )
     assert isinstance(cli.model, MobileNetV3Small)
     assert cli.model.hparams.width_mult == 0.5 and cli.model.hparams.dropout == 0.2  # the student's own options
     assert cli.model.teacher.config == Distillation(teacher="t.ckpt", alpha=0.5, temperature=4.0)
     (ema,) = [cb for cb in cli.trainer.callbacks if isinstance(cb, EMA)]
     assert ema.update.decay == 0.999 and ema.update.warmup_power == 0.75
-    cli = MobileNetCLI(args=["--model=mobilenet_lab.MobileNetV1", "--model.init_args.width_mult=0.25",
-                             "--model.init_args.activation=relu6", "--model.init_args.distill.teacher=t.ckpt",
-                             "--model.init_args.distill.temperature=2"], run=False)
+    cli = MobileNetCLI(
+        args=[
+            "--model=mobilenet_lab.MobileNetV1",
+            "--model.init_args.width_mult=0.25",
+            "--model.init_args.activation=relu6",
+            "--model.init_args.distill.teacher=t.ckpt",
+            "--model.init_args.distill.temperature=2",
+        ],
+        run=False,
+    )
     assert isinstance(cli.model, MobileNetV1) and cli.model.hparams.activation == "relu6"
     assert cli.model.teacher.config == Distillation(teacher="t.ckpt", alpha=0.9, temperature=2.0)
 
@@ -183,6 +213,7 @@ def test_distill_and_ema_from_configs_and_the_command_line(tmp_path, monkeypatch
 # ------------------------------------------------------------------------------------------------
 # Test-time flip averaging
 # ------------------------------------------------------------------------------------------------
+
 
 def test_test_time_flip_gives_the_mean_of_the_two_logits():
     torch.manual_seed(0)
@@ -230,9 +261,17 @@ def test_test_time_flip_from_the_command_line_without_a_config(tmp_path, tiny_ci
     logits = {}
     for flip in ("false", "true"):
         RecordTestLogits.seen = []
-        cli = MobileNetCLI(args=["test", f"--ckpt_path={path}", f"--data.data_dir={tiny_cifar}",
-                                 f"--model.init_args.test_time_flip={flip}", "--trainer.enable_progress_bar=false",
-                                 "--trainer.logger=false", "--trainer.callbacks+=test_distill.RecordTestLogits"])
+        cli = MobileNetCLI(
+            args=[
+                "test",
+                f"--ckpt_path={path}",
+                f"--data.data_dir={tiny_cifar}",
+                f"--model.init_args.test_time_flip={flip}",
+                "--trainer.enable_progress_bar=false",
+                "--trainer.logger=false",
+                "--trainer.callbacks+=test_distill.RecordTestLogits",
+            ]
+        )
         assert cli.model.test_time_flip is (flip == "true")
         logits[flip] = torch.cat(RecordTestLogits.seen)
     with torch.no_grad():
@@ -252,24 +291,36 @@ class RecordTestLogits(L.Callback):
 
 
 @pytest.mark.slow
-def test_distilled_student_agrees_with_its_teacher_more_than_a_plain_one(tiny_cifar, tmp_path, monkeypatch,
-                                                                          one_thread):
+def test_distilled_student_agrees_with_its_teacher_more_than_a_plain_one(tiny_cifar, tmp_path, monkeypatch, one_thread):
     """Tiny archive, V3-Small 0.25 everywhere: a teacher (8 epochs), then two students (4 epochs, same seed), one
     with --model.init_args.distill.teacher. Measured: agreement with the teacher on the 200 test images 14% vs 5%."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from mobilenet_lab import load_model
     from mobilenet_lab.cli import MobileNetCLI
-    from mobilenet_lab.data import CIFAR100_MEAN, CIFAR100_STD, load_split
+    from mobilenet_lab.data import load_split
 
     monkeypatch.chdir(tmp_path)
 
     def fit(name: str, epochs: int, *extra: str) -> Path:
-        MobileNetCLI(args=["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_dir={tiny_cifar}",
-                           "--model.init_args.width_mult=0.25", "--model.init_args.bn_momentum=0.3",
-                           "--data.batch_size=16", "--data.val_size=100", f"--trainer.max_epochs={epochs}",
-                           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-                           "--trainer.log_every_n_steps=2", f"--trainer.logger.init_args.name={name}", *extra])
+        MobileNetCLI(
+            args=[
+                "fit",
+                "--config",
+                str(ROOT / "configs/quickstart.yaml"),
+                f"--data.data_dir={tiny_cifar}",
+                "--model.init_args.width_mult=0.25",
+                "--model.init_args.bn_momentum=0.3",
+                "--data.batch_size=16",
+                "--data.val_size=100",
+                f"--trainer.max_epochs={epochs}",
+                "--trainer.enable_progress_bar=false",
+                "--trainer.enable_model_summary=false",
+                "--trainer.log_every_n_steps=2",
+                f"--trainer.logger.init_args.name={name}",
+                *extra,
+            ]
+        )
         return tmp_path / "checkpoints" / name / "version_0" / "last.ckpt"
 
     teacher = fit("teacher", 8)
@@ -282,16 +333,26 @@ def test_distilled_student_agrees_with_its_teacher_more_than_a_plain_one(tiny_ci
     test = load_split(tiny_cifar, "test")
     images = test.images.float() / 255
     with torch.no_grad():
-        predictions = {name: load_model(path)(images).argmax(1)
-                       for name, path in (("teacher", teacher), ("student", student), ("plain", plain))}
-    agreement = {name: (predictions[name] == predictions["teacher"]).float().mean().item()
-                 for name in ("student", "plain")}
+        predictions = {
+            name: load_model(path)(images).argmax(1)
+            for name, path in (("teacher", teacher), ("student", student), ("plain", plain))
+        }
+    agreement = {
+        name: (predictions[name] == predictions["teacher"]).float().mean().item() for name in ("student", "plain")
+    }
     print(f"agreement with the teacher: distilled {agreement['student']:.3f}, plain {agreement['plain']:.3f}")
     assert agreement["student"] > agreement["plain"] + 0.03
 
     # The student's checkpoint is read without the teacher file, like any other.
     teacher.unlink()
-    cli = MobileNetCLI(args=["test", f"--ckpt_path={student}", f"--data.data_dir={tiny_cifar}",
-                             "--trainer.enable_progress_bar=false", "--trainer.logger=false"])
+    cli = MobileNetCLI(
+        args=[
+            "test",
+            f"--ckpt_path={student}",
+            f"--data.data_dir={tiny_cifar}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false",
+        ]
+    )
     accuracy = (predictions["student"] == test.labels).float().mean().item()
     assert float(cli.trainer.callback_metrics["test/acc"]) == pytest.approx(accuracy, abs=1e-6)

@@ -25,14 +25,28 @@ def _tiny_fit(callbacks, steps: int = 6, num_classes: int = 10, **trainer_kwargs
     from mobilenet_lab.run_layout import AtomicCheckpointIO
 
     torch.manual_seed(0)
-    module = MobileNetV3Small(width_mult=0.25, num_classes=num_classes, bn_momentum=0.5,
-                              optimizer=lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9), lr_scheduler=None)
+    module = MobileNetV3Small(
+        width_mult=0.25,
+        num_classes=num_classes,
+        bn_momentum=0.5,
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9),
+        lr_scheduler=None,
+    )
     module.hparams["_class_path"] = "mobilenet_lab.MobileNetV3Small"  # as the command line records it
-    data = DataLoader(TensorDataset(torch.randn(8 * steps, 3, 32, 32), torch.randint(0, num_classes, (8 * steps,))),
-                      batch_size=8)
-    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", callbacks=callbacks,
-                        plugins=[AtomicCheckpointIO()], **trainer_kwargs)
+    data = DataLoader(
+        TensorDataset(torch.randn(8 * steps, 3, 32, 32), torch.randint(0, num_classes, (8 * steps,))), batch_size=8
+    )
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        **trainer_kwargs,
+    )
     trainer.fit(module, train_dataloaders=data)
     return module, trainer
 
@@ -67,8 +81,11 @@ def test_ema_equals_a_hand_computed_average_and_differs_from_the_live_weights(on
 
     ema = EMA(decay=decay, warmup_power=power)
     module, trainer = _tiny_fit([ema, HandAverage()])
-    averaged = {k[len("module.model."):]: v for k, v in ema._average_model.state_dict().items()
-                if k.startswith("module.model.")}
+    averaged = {
+        k[len("module.model.") :]: v
+        for k, v in ema._average_model.state_dict().items()
+        if k.startswith("module.model.")
+    }
     assert averaged.keys() == reference.keys()
     assert any("running_var" in k for k in averaged)  # BatchNorm statistics are averaged too
     for k in averaged:
@@ -117,8 +134,9 @@ def test_an_ema_update_never_reads_a_tensor_back_to_the_host(one_thread):
             torch.testing.assert_close(v, d * before[k] + (1 - d) * live[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
-def test_ema_checkpoint_is_evaluated_with_its_average_by_test_and_load_model(tmp_path, tiny_cifar, monkeypatch,
-                                                                            one_thread):
+def test_ema_checkpoint_is_evaluated_with_its_average_by_test_and_load_model(
+    tmp_path, tiny_cifar, monkeypatch, one_thread
+):
     """state_dict is the average, current_model_state the live weights; `test --ckpt_path` and load_model use the former."""
     import lightning as L
 
@@ -147,7 +165,7 @@ def test_ema_checkpoint_is_evaluated_with_its_average_by_test_and_load_model(tmp
     for k, v in net.model.state_dict().items():
         assert torch.equal(v, average["model." + k])
     live_net = load_model(path)
-    live_net.model.load_state_dict({k[len("model."):]: v for k, v in live.items()})
+    live_net.model.load_state_dict({k[len("model.") :]: v for k, v in live.items()})
 
     test = load_split(tiny_cifar, "test")
     images = (test.images.float() / 255 - net.mean) / net.std  # the data module's normalisation
@@ -157,8 +175,15 @@ def test_ema_checkpoint_is_evaluated_with_its_average_by_test_and_load_model(tmp
             return F.cross_entropy(classifier.model(images), test.labels).item()
 
     monkeypatch.chdir(tmp_path)
-    cli = MobileNetCLI(args=["test", f"--ckpt_path={path}", f"--data.data_dir={tiny_cifar}",
-                             "--trainer.enable_progress_bar=false", "--trainer.logger=false"])
+    cli = MobileNetCLI(
+        args=[
+            "test",
+            f"--ckpt_path={path}",
+            f"--data.data_dir={tiny_cifar}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false",
+        ]
+    )
     reported = float(cli.trainer.callback_metrics["test/loss"])
     assert reported == pytest.approx(loss_of(net), abs=1e-5)
     assert abs(reported - loss_of(live_net)) > 1e-3
@@ -174,6 +199,7 @@ def test_bad_ema_settings_are_one_line():
 # ------------------------------------------------------------------------------------------------
 # Command line: the recipe, test --ckpt_path, load_model, and SIGKILL + resume (reusing test_resume's harness)
 # ------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def ema_run(plateau_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -202,22 +228,38 @@ def test_ema_run_is_tested_and_loaded_with_its_averaged_weights(ema_run, plateau
     checkpoint = load(last)
     assert checkpoint["global_step"] == 36 and checkpoint["mobilenet_lab_weights"]["updates"] == 36
     live = checkpoint["current_model_state"]
-    assert max((checkpoint["state_dict"][k].double() - live[k].double()).abs().max().item()
-               for k in live if live[k].is_floating_point()) > 1e-3
+    assert (
+        max(
+            (checkpoint["state_dict"][k].double() - live[k].double()).abs().max().item()
+            for k in live
+            if live[k].is_floating_point()
+        )
+        > 1e-3
+    )
     test = load_split(plateau_cifar, "test")
     net = load_model(last)
     assert net.weights.startswith("EMA of the weights (decay 0.9")
     live_net = load_model(last)
-    live_net.model.load_state_dict({k[len("model."):]: v for k, v in live.items()})
+    live_net.model.load_state_dict({k[len("model.") :]: v for k, v in live.items()})
 
     def loss_of(model) -> float:
         with torch.no_grad():
-            return F.cross_entropy(model(test.images.float() / 255), test.labels,
-                                   label_smoothing=checkpoint["hyper_parameters"]["label_smoothing"]).item()
+            return F.cross_entropy(
+                model(test.images.float() / 255),
+                test.labels,
+                label_smoothing=checkpoint["hyper_parameters"]["label_smoothing"],
+            ).item()
 
     monkeypatch.chdir(ema_run)
-    cli = MobileNetCLI(args=["test", f"--ckpt_path={last}", f"--data.data_dir={plateau_cifar}",
-                             "--trainer.enable_progress_bar=false", "--trainer.logger=false"])
+    cli = MobileNetCLI(
+        args=[
+            "test",
+            f"--ckpt_path={last}",
+            f"--data.data_dir={plateau_cifar}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false",
+        ]
+    )
     reported = float(cli.trainer.callback_metrics["test/loss"])
     ema_loss, live_loss = loss_of(net), loss_of(live_net)
     assert reported == pytest.approx(ema_loss, abs=1e-5)

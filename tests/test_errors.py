@@ -22,8 +22,12 @@ def _log_to_captured_stderr():
     # test's captured stream so a closed one does not print "--- Logging error ---".
     import logging
 
-    handlers = [h for name in ("lightning.pytorch", "lightning.fabric", "lightning")
-                for h in logging.getLogger(name).handlers if isinstance(h, logging.StreamHandler)]
+    handlers = [
+        h
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning")
+        for h in logging.getLogger(name).handlers
+        if isinstance(h, logging.StreamHandler)
+    ]
     for handler in handlers:
         handler.stream = sys.stderr  # (setStream would flush the closed one first)
     yield
@@ -111,8 +115,11 @@ def test_unwritable_log_dir(work, capsys, tiny_cifar):
     else:
         (work / "ro").mkdir(mode=0o500)
         target = work / "ro" / "logs"
-    err = fails_with(["fit", "--config", QUICK, f"--data.data_dir={tiny_cifar}",
-                      f"--trainer.logger.init_args.save_dir={target}"], capsys, "cannot write")
+    err = fails_with(
+        ["fit", "--config", QUICK, f"--data.data_dir={tiny_cifar}", f"--trainer.logger.init_args.save_dir={target}"],
+        capsys,
+        "cannot write",
+    )
     error_line(err)
 
 
@@ -120,8 +127,19 @@ def test_config_of_another_run_is_not_overwritten(work, capsys, tiny_cifar):
     taken = work / "lightning_logs/quickstart/version_3/config.yaml"
     taken.parent.mkdir(parents=True)
     taken.write_text("another run's config")
-    err = fails_with(["fit", "--config", QUICK, f"--data.data_dir={tiny_cifar}", "--trainer.logger.init_args.version=3",
-                      "--data.val_size=100", "--trainer.enable_progress_bar=false"], capsys, "already exists")
+    err = fails_with(
+        [
+            "fit",
+            "--config",
+            QUICK,
+            f"--data.data_dir={tiny_cifar}",
+            "--trainer.logger.init_args.version=3",
+            "--data.val_size=100",
+            "--trainer.enable_progress_bar=false",
+        ],
+        capsys,
+        "already exists",
+    )
     assert str(taken.relative_to(work)) in error_line(err)
     assert taken.read_text() == "another run's config"
 
@@ -140,10 +158,21 @@ def checkpoint(tiny_cifar, tmp_path_factory) -> Path:
     try:
         from mobilenet_lab.cli import MobileNetCLI
 
-        cli = MobileNetCLI(args=["fit", "--config", QUICK, f"--data.data_dir={tiny_cifar}",
-                                 "--model.init_args.width_mult=0.25", "--trainer.max_steps=2",
-                                 "--trainer.max_epochs=1", "--data.batch_size=16", "--data.val_size=100",
-                                 "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+        cli = MobileNetCLI(
+            args=[
+                "fit",
+                "--config",
+                QUICK,
+                f"--data.data_dir={tiny_cifar}",
+                "--model.init_args.width_mult=0.25",
+                "--trainer.max_steps=2",
+                "--trainer.max_epochs=1",
+                "--data.batch_size=16",
+                "--data.val_size=100",
+                "--trainer.enable_progress_bar=false",
+                "--trainer.enable_model_summary=false",
+            ]
+        )
         del cli
     finally:
         os.chdir(cwd)
@@ -152,8 +181,12 @@ def checkpoint(tiny_cifar, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("command", ["test", "validate", "predict"])
 def test_missing_checkpoint(command, work, capsys, tiny_cifar):
-    err = fails_with([command, "--config", QUICK, f"--data.data_dir={tiny_cifar}", "--ckpt_path=nope.ckpt"],
-                     capsys, "nope.ckpt", "does not exist")
+    err = fails_with(
+        [command, "--config", QUICK, f"--data.data_dir={tiny_cifar}", "--ckpt_path=nope.ckpt"],
+        capsys,
+        "nope.ckpt",
+        "does not exist",
+    )
     error_line(err)
 
 
@@ -169,12 +202,19 @@ def test_truncated_checkpoint(checkpoint, work, capsys, tiny_cifar):
 def test_not_a_checkpoint(text, work, capsys, tiny_cifar):
     junk = work / "notes.ckpt"
     junk.write_text(text)
-    err = fails_with(["test", f"--data.data_dir={tiny_cifar}", f"--ckpt_path={junk}"], capsys,
-                     "notes.ckpt", "not a readable checkpoint")
+    err = fails_with(
+        ["test", f"--data.data_dir={tiny_cifar}", f"--ckpt_path={junk}"],
+        capsys,
+        "notes.ckpt",
+        "not a readable checkpoint",
+    )
     assert "could run code" not in error_line(err)
     torch.save({"weights": torch.zeros(2)}, work / "plain.ckpt")
-    err = fails_with(["test", f"--data.data_dir={tiny_cifar}", f"--ckpt_path={work / 'plain.ckpt'}"], capsys,
-                     "not a Lightning checkpoint")
+    err = fails_with(
+        ["test", f"--data.data_dir={tiny_cifar}", f"--ckpt_path={work / 'plain.ckpt'}"],
+        capsys,
+        "not a Lightning checkpoint",
+    )
 
 
 class _Payload:
@@ -207,18 +247,43 @@ def test_checkpoint_with_code_is_refused_and_does_not_run(checkpoint, work, caps
 
 def test_architecture_mismatch(checkpoint, work, capsys, tiny_cifar):
     # The checkpoint is V3-Small 0.25; the config says 0.5.
-    err = fails_with(["test", "--config", QUICK, f"--data.data_dir={tiny_cifar}", f"--ckpt_path={checkpoint}",
-                      "--model.init_args.width_mult=0.5"], capsys, "does not match", "width_mult")
+    err = fails_with(
+        [
+            "test",
+            "--config",
+            QUICK,
+            f"--data.data_dir={tiny_cifar}",
+            f"--ckpt_path={checkpoint}",
+            "--model.init_args.width_mult=0.5",
+        ],
+        capsys,
+        "does not match",
+        "width_mult",
+    )
     error_line(err)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(work, capsys, tiny_cifar):
-    err = fails_with(["fit", "--config", QUICK, f"--data.data_dir={tiny_cifar}", "--model.init_args.width_mult=0.25",
-                      "--data.batch_size=16", "--data.val_size=100", "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false",
-                      "--checkpoint.last_every_n_steps=1",
-                      # lr 1e30 makes the weights explode within a few steps
-                      "--model.init_args.optimizer.init_args.lr=1e30", "--model.init_args.lr_scheduler=null"],
-                     capsys, "loss is", "step")
+    err = fails_with(
+        [
+            "fit",
+            "--config",
+            QUICK,
+            f"--data.data_dir={tiny_cifar}",
+            "--model.init_args.width_mult=0.25",
+            "--data.batch_size=16",
+            "--data.val_size=100",
+            "--trainer.max_epochs=3",
+            "--trainer.enable_progress_bar=false",
+            "--checkpoint.last_every_n_steps=1",
+            # lr 1e30 makes the weights explode within a few steps
+            "--model.init_args.optimizer.init_args.lr=1e30",
+            "--model.init_args.lr_scheduler=null",
+        ],
+        capsys,
+        "loss is",
+        "step",
+    )
     line = error_line(err)
     assert "last good checkpoint" in line
     last = next(work.glob("checkpoints/*/version_0/last.ckpt"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,9 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 import lightning  # noqa: E402
+from conftest import cli_env, python_m  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from conftest import cli_env, python_m  # noqa: E402
 from mobilenet_lab import versions as modules  # noqa: E402
 from mobilenet_lab.errors import CheckpointError, UserError  # noqa: E402
 from mobilenet_lab.inference import load_model  # noqa: E402
@@ -65,8 +64,15 @@ def structured_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _save_checkpoint(module: lightning.LightningModule, loader: DataLoader, steps: int, path: Path) -> Path:
-    trainer = lightning.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, accelerator="cpu",
-                                enable_progress_bar=False, enable_model_summary=False, devices=1)
+    trainer = lightning.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        devices=1,
+    )
     trainer.fit(module, train_dataloaders=loader)
     trainer.save_checkpoint(path)
     # No data module in these runs: give the checkpoint what fit on CIFAR-100 would have written.
@@ -190,8 +196,20 @@ def test_int8_runs_and_stays_close_to_fp32(name: str, onnx_files, tmp_path: Path
 def test_int8_on_real_cifar100_via_cli(checkpoints, tmp_path: Path) -> None:
     """The CLI calibrates on real training images and reports fp32/int8 test accuracy and agreement."""
     out = tmp_path / "v3s.int8.onnx"
-    proc = _cli("--ckpt_path", checkpoints["mobilenet_v3_small"], "--quantize", "int8", "--output", out,
-                "--data_dir", DATA, "--calibration_images", "256", "--eval_images", "1000")
+    proc = _cli(
+        "--ckpt_path",
+        checkpoints["mobilenet_v3_small"],
+        "--quantize",
+        "int8",
+        "--output",
+        out,
+        "--data_dir",
+        DATA,
+        "--calibration_images",
+        "256",
+        "--eval_images",
+        "1000",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "CIFAR-100 test (1000 images)" in proc.stdout and "agreement" in proc.stdout
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -245,8 +263,16 @@ def test_cli_unwritable_output_is_one_clear_line(checkpoints, tmp_path: Path) ->
 
 
 def test_cli_quantize_without_data_says_where_to_put_it(checkpoints, tmp_path: Path) -> None:
-    proc = _cli("--ckpt_path", checkpoints["mobilenet_v1"], "--quantize", "int8", "--output", tmp_path / "q.onnx",
-                "--data_dir", tmp_path / "nowhere")
+    proc = _cli(
+        "--ckpt_path",
+        checkpoints["mobilenet_v1"],
+        "--quantize",
+        "int8",
+        "--output",
+        tmp_path / "q.onnx",
+        "--data_dir",
+        tmp_path / "nowhere",
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "CIFAR-100 not found" in proc.stderr and "calibrates" in proc.stderr
 
@@ -259,8 +285,20 @@ def test_load_model_errors_are_checkpoint_errors(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_cli_end_to_end_with_benchmark(checkpoints, tmp_path: Path) -> None:
     out = tmp_path / "deep" / "v3s.onnx"
-    proc = _cli("--ckpt_path", checkpoints["mobilenet_v3_small"], "--output", out, "--benchmark",
-                "--runs", "20", "--warmup", "2", "--random_calibration", "--calibration_images", "16")
+    proc = _cli(
+        "--ckpt_path",
+        checkpoints["mobilenet_v3_small"],
+        "--output",
+        out,
+        "--benchmark",
+        "--runs",
+        "20",
+        "--warmup",
+        "2",
+        "--random_calibration",
+        "--calibration_images",
+        "16",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "max relative logit gap" in proc.stdout
     for runtime in ("PyTorch eager fp32", "ONNX Runtime fp32", "ONNX Runtime int8"):

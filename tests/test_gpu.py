@@ -15,10 +15,22 @@ def test_fit_bf16_on_gpu(tiny_cifar: Path, tmp_path: Path, monkeypatch):
     from mobilenet_lab.cli import MobileNetCLI
 
     monkeypatch.chdir(tmp_path)
-    cli = MobileNetCLI(args=["fit", "--config", str(ROOT / "configs/quickstart.yaml"), "--config",
-                             str(ROOT / "configs/trainer/gpu.yaml"), f"--data.data_dir={tiny_cifar}",
-                             "--data.num_workers=0", "--data.val_size=100", "--data.batch_size=32",
-                             "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]"])
+    cli = MobileNetCLI(
+        args=[
+            "fit",
+            "--config",
+            str(ROOT / "configs/quickstart.yaml"),
+            "--config",
+            str(ROOT / "configs/trainer/gpu.yaml"),
+            f"--data.data_dir={tiny_cifar}",
+            "--data.num_workers=0",
+            "--data.val_size=100",
+            "--data.batch_size=32",
+            "--trainer.max_epochs=2",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.callbacks=[]",
+        ]
+    )
     assert cli.trainer.global_step == 2 * (300 // 32)
     # Lightning moves the module back to the CPU at teardown; the run itself was on the GPU.
     assert cli.trainer.strategy.root_device.type == "cuda"
@@ -42,18 +54,47 @@ def test_augmentation_runs_on_the_gpu(tiny_cifar: Path):
 def test_benchmark_on_cuda(tmp_path: Path):
     from mobilenet_lab.tools import benchmark
 
-    benchmark.main(["--models", "mobilenet_v3_small", "--widths", "0.5", "--devices", "cuda", "--runs", "10",
-                    "--warmup", "2", "--no_reference", "--no_train", "--out", str(tmp_path), "--quiet"])
+    benchmark.main(
+        [
+            "--models",
+            "mobilenet_v3_small",
+            "--widths",
+            "0.5",
+            "--devices",
+            "cuda",
+            "--runs",
+            "10",
+            "--warmup",
+            "2",
+            "--no_reference",
+            "--no_train",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     assert "cuda" in (tmp_path / "benchmark.csv").read_text()
 
 
 def _gpu_cli(tiny_cifar: Path, *extra: str):
     from mobilenet_lab.cli import MobileNetCLI
 
-    return MobileNetCLI(args=["--config", str(ROOT / "configs/quickstart.yaml"), "--config",
-                              str(ROOT / "configs/trainer/gpu.yaml"), f"--data.data_dir={tiny_cifar}",
-                              "--data.val_size=100", "--data.batch_size=32", "--trainer.enable_progress_bar=false",
-                              "--trainer.callbacks=[]", "--model.init_args.width_mult=0.25", *extra], run=False)
+    return MobileNetCLI(
+        args=[
+            "--config",
+            str(ROOT / "configs/quickstart.yaml"),
+            "--config",
+            str(ROOT / "configs/trainer/gpu.yaml"),
+            f"--data.data_dir={tiny_cifar}",
+            "--data.val_size=100",
+            "--data.batch_size=32",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.callbacks=[]",
+            "--model.init_args.width_mult=0.25",
+            *extra,
+        ],
+        run=False,
+    )
 
 
 @pytest.mark.parametrize("ema", [False, True], ids=["plain", "with_ema"])
@@ -81,8 +122,11 @@ def test_training_steps_never_wait_on_the_host(tiny_cifar: Path, tmp_path: Path,
                 torch.cuda.set_sync_debug_mode(0)
                 self.catcher.__exit__(None, None, None)
                 # The first warning is torch's notice that the mode is a prototype; the others name a call.
-                seen.extend(str(w.message)[:200] for w in self.records
-                            if "synchroniz" in str(w.message) and "prototype feature" not in str(w.message))
+                seen.extend(
+                    str(w.message)[:200]
+                    for w in self.records
+                    if "synchroniz" in str(w.message) and "prototype feature" not in str(w.message)
+                )
 
     cli = _gpu_cli(tiny_cifar, "--trainer.max_steps=10", "--trainer.log_every_n_steps=50")
     cli.trainer.callbacks.append(SyncWatch())
@@ -98,8 +142,12 @@ def test_training_steps_never_wait_on_the_host(tiny_cifar: Path, tmp_path: Path,
 
 def test_nonfinite_loss_on_gpu_stops_without_writing_a_checkpoint(tiny_cifar: Path, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = _gpu_cli(tiny_cifar, "--trainer.max_epochs=3", "--model.init_args.finite_check_every=4",
-                   "--model.init_args.optimizer.init_args.lr=1e12")
+    cli = _gpu_cli(
+        tiny_cifar,
+        "--trainer.max_epochs=3",
+        "--model.init_args.finite_check_every=4",
+        "--model.init_args.optimizer.init_args.lr=1e12",
+    )
     with pytest.raises(FloatingPointError, match="not finite"):
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     for ckpt in tmp_path.rglob("*.ckpt"):

@@ -50,7 +50,9 @@ def _import_graph() -> dict[str, set[str]]:
                     if full in mods:
                         targets.append(full)
                     elif base in mods:
-                        defined_in = getattr(getattr(importlib.import_module(base), alias.name, None), "__module__", None)
+                        defined_in = getattr(
+                            getattr(importlib.import_module(base), alias.name, None), "__module__", None
+                        )
                         targets.append(defined_in if defined_in in mods else base)
             else:
                 continue
@@ -106,8 +108,9 @@ def test_the_circle_check_finds_a_circle():
 def _framework_private_names() -> set[str]:
     """Every ``_name`` (not dunder) the frameworks define: functions, classes, attributes, constants."""
     names: set[str] = set()
-    pattern = re.compile(r"(?:def|class)\s+(_[A-Za-z0-9]\w*)|\bself\.(_[A-Za-z0-9]\w*)\s*[:=]|^(_[A-Za-z0-9]\w*)\s*[:=]",
-                         re.MULTILINE)
+    pattern = re.compile(
+        r"(?:def|class)\s+(_[A-Za-z0-9]\w*)|\bself\.(_[A-Za-z0-9]\w*)\s*[:=]|^(_[A-Za-z0-9]\w*)\s*[:=]", re.MULTILINE
+    )
     for framework in FRAMEWORKS:
         spec = importlib.util.find_spec(framework)
         if spec is None or not spec.submodule_search_locations:
@@ -148,13 +151,15 @@ def _our_definitions() -> set[str]:
             elif isinstance(node, ast.alias):
                 names.add((node.asname or node.name).split(".")[0])
         for cls_node in [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]:
-            cls = getattr(importlib.import_module(mod), cls_node.name, None) if mod != "mobilenet_lab.__main__" else None
+            cls = (
+                getattr(importlib.import_module(mod), cls_node.name, None) if mod != "mobilenet_lab.__main__" else None
+            )
             theirs = _framework_source(cls) if isinstance(cls, type) else ""
             for node in ast.walk(cls_node):
                 if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
                     if not re.search(rf"\b{re.escape(node.attr)}\b", theirs):
                         names.add(node.attr)
-    for mod, path in _modules().items():  # attributes set on objects outside any class
+    for path in _modules().values():  # attributes set on objects outside any class
         tree = ast.parse(path.read_text())
         inside = {id(n) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for n in ast.walk(c)}
         for node in ast.walk(tree):
@@ -169,9 +174,15 @@ def _private_uses(source: str, private: set[str], ours: set[str]) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Attribute) and node.attr in private and node.attr not in ours:
             found.append(f"line {node.lineno}: .{node.attr}")
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "setattr")
-              and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and node.args[1].value in private
-              and node.args[1].value not in ours):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr")
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in private
+            and node.args[1].value not in ours
+        ):
             found.append(f"line {node.lineno}: {node.func.id}(..., {node.args[1].value!r})")
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(FRAMEWORKS):
             for alias in node.names:
@@ -193,7 +204,9 @@ def test_private_framework_names_are_used_only_in_the_compat_module():
     # The check is not blind: it sees a use, also through getattr, and ignores comments and strings.
     source = "x = trial._trial_id  # not ._study_id\ny = '._study_id'\nz = getattr(loop, '_combined_loader_states_to_load')\n"
     assert _private_uses(source, private, ours) == [
-        "line 1: ._trial_id", "line 3: getattr(..., '_combined_loader_states_to_load')"]
+        "line 1: ._trial_id",
+        "line 3: getattr(..., '_combined_loader_states_to_load')",
+    ]
 
 
 def test_no_class_overrides_a_private_framework_method():

@@ -15,8 +15,15 @@ from mobilenet_lab.models import (
     make_divisible,
 )
 
-ALL = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
-       "mobilenet_v4_conv_large", "mobilenet_v4_conv_medium", "mobilenet_v4_conv_small"]
+ALL = [
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    "mobilenet_v4_conv_large",
+    "mobilenet_v4_conv_medium",
+    "mobilenet_v4_conv_small",
+]
 
 # 1000 classes, ImageNet stem. V1: Keras' trainable counts; V2: torchvision = timm;
 # V3 at 0.75: official TF code = timm (head not scaled, expansion from the rounded input width).
@@ -95,7 +102,13 @@ def _randomise_bn(model: nn.Module) -> None:
 
 @pytest.mark.parametrize(
     ("name", "width"),
-    [("mobilenet_v2", 1.0), ("mobilenet_v2", 0.5), ("mobilenet_v2", 1.4), ("mobilenet_v3_small", 1.0), ("mobilenet_v3_large", 1.0)],
+    [
+        ("mobilenet_v2", 1.0),
+        ("mobilenet_v2", 0.5),
+        ("mobilenet_v2", 1.4),
+        ("mobilenet_v3_small", 1.0),
+        ("mobilenet_v3_large", 1.0),
+    ],
 )
 def test_same_function_as_torchvision(name, width):
     torch.manual_seed(0)
@@ -149,8 +162,9 @@ def test_timm_conversion_refuses_what_it_cannot_map():
 
 
 # conv-L is conv-M's builder with another table, 4 s here: slow.
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "mobilenet_v4_conv_large" else n
-                                  for n in ALL])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "mobilenet_v4_conv_large" else n for n in ALL]
+)
 def test_cifar_stem_ends_at_4x4_and_trains(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=100, stem="cifar")
@@ -206,8 +220,11 @@ def test_v4_details():
     assert extra_dw.dw_start[0].stride == (1, 1) and len(extra_dw.dw_start) == 2
     assert extra_dw.dw_mid[0].stride == (2, 2) and extra_dw.dw_mid[0].kernel_size == (5, 5)
     assert not extra_dw.use_residual and medium.blocks[2].use_residual
-    assert all(bn.eps == 1e-5 and bn.momentum == 0.1
-               for bn in medium.modules() if isinstance(bn, nn.modules.batchnorm._BatchNorm))
+    assert all(
+        bn.eps == 1e-5 and bn.momentum == 0.1
+        for bn in medium.modules()
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm)
+    )
     # Head: 1x1 to 960, pool, 1280 (no bias, BatchNorm, ReLU), classifier.
     assert isinstance(medium.classifier[1], nn.BatchNorm1d) and medium.classifier[0].bias is None
     # Width 0.5 (timm's rule): stem kept at 32, the 960 conv scaled, the 1280 head not.
@@ -216,8 +233,10 @@ def test_v4_details():
     assert half.classifier[0].out_features == 1280
 
 
-@pytest.mark.parametrize(("start", "middle", "form", "size"),
-                         [(3, 5, "ExtraDW", 4), (0, 3, "IB", 4), (5, 0, "ConvNext", 4), (0, 0, "FFN", None)])
+@pytest.mark.parametrize(
+    ("start", "middle", "form", "size"),
+    [(3, 5, "ExtraDW", 4), (0, 3, "IB", 4), (5, 0, "ConvNext", 4), (0, 0, "FFN", None)],
+)
 def test_uib_forms_place_the_stride(start, middle, form, size):
     from mobilenet_lab.models.layers import UniversalInvertedBottleneck
 

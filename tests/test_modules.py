@@ -8,16 +8,20 @@ import pytest
 import torch
 from torch import nn
 
-from mobilenet_lab.versions import VERSION_MODULES, MobileNetV1, MobileNetV2, MobileNetV3Large, MobileNetV3Small
 from mobilenet_lab.schedules import MultiStep, OneCycle, WarmupCosine
+from mobilenet_lab.versions import VERSION_MODULES, MobileNetV2, MobileNetV3Small
 
 
 def test_no_weight_decay_on_batchnorm_and_bias():
     module = MobileNetV3Small(width_mult=0.25)
     decay, no_decay = module.parameter_groups()
     assert no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay
-    norm_and_bias = {id(p) for m in module.model.modules() for name, p in m.named_parameters(recurse=False)
-                     if isinstance(m, nn.BatchNorm2d) or name == "bias"}
+    norm_and_bias = {
+        id(p)
+        for m in module.model.modules()
+        for name, p in m.named_parameters(recurse=False)
+        if isinstance(m, nn.BatchNorm2d) or name == "bias"
+    }
     assert {id(p) for p in no_decay["params"]} == norm_and_bias
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(module.model.parameters()))
     (everything,) = MobileNetV3Small(width_mult=0.25, weight_decay_on_norm_and_bias=True).parameter_groups()
@@ -87,8 +91,15 @@ def test_load_model_reproduces_the_module(tmp_path):
     torch.manual_seed(0)
     module = MobileNetV3Small(width_mult=0.25, num_classes=100)
     data = DataLoader(TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 100, (8,))), batch_size=4)
-    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", plugins=[AtomicCheckpointIO()])
+    trainer = L.Trainer(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        plugins=[AtomicCheckpointIO()],
+    )
     trainer.fit(module, train_dataloaders=data)
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
@@ -116,11 +127,23 @@ def test_schedule_counts_epochs_in_steps_when_max_steps_ends_the_run():
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
     torch.manual_seed(0)
-    module = MobileNetV3Small(width_mult=0.25, num_classes=10, optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
-                              lr_scheduler=lambda o, total, per_epoch: WarmupCosine(o, total, per_epoch, warmup_epochs=1))
+    module = MobileNetV3Small(
+        width_mult=0.25,
+        num_classes=10,
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+        lr_scheduler=lambda o, total, per_epoch: WarmupCosine(o, total, per_epoch, warmup_epochs=1),
+    )
     data = DataLoader(TensorDataset(torch.randn(72, 3, 32, 32), torch.randint(0, 10, (72,))), batch_size=4)
-    trainer = L.Trainer(max_steps=30, max_epochs=10, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", callbacks=[RecordLR()])
+    trainer = L.Trainer(
+        max_steps=30,
+        max_epochs=10,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[RecordLR()],
+    )
     trainer.fit(module, train_dataloaders=data)
     assert trainer.global_step == 30 and len(lrs) == 31
     assert lrs[0] == pytest.approx(0.001)

@@ -144,7 +144,9 @@ def test_building_the_data_set_decodes_nothing(tmp_path: Path, monkeypatch: pyte
         Image.new("RGB", (64, 48), (i * 10, 0, 0)).save(tmp_path / f"img_{i:02d}.png")
     decoded: list[str] = []
     real = predict.load_rgb_image
-    monkeypatch.setattr(predict, "load_rgb_image", lambda path, *a, **k: decoded.append(Path(path).name) or real(path, *a, **k))
+    monkeypatch.setattr(
+        predict, "load_rgb_image", lambda path, *a, **k: decoded.append(Path(path).name) or real(path, *a, **k)
+    )
     ds = ImageFolderPredictDataset(tmp_path)
     assert len(ds) == 20 and decoded == [] and not hasattr(ds, "_images")
     assert ds[3][0][0, 0, 0].item() == 30 and decoded == ["img_03.png"]

@@ -19,9 +19,16 @@ def _config(class_path, init_args, ckpt_path=None, accelerator="cpu"):
     # mode, so its arguments sit directly under ``data``.
     return {
         "seed_everything": 0,
-        "trainer": {"accelerator": accelerator, "devices": 1, "precision": "32-true", "max_epochs": 3,
-                    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                               "init_args": {"save_dir": "lightning_logs", "name": "mobilenet"}}},
+        "trainer": {
+            "accelerator": accelerator,
+            "devices": 1,
+            "precision": "32-true",
+            "max_epochs": 3,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": "lightning_logs", "name": "mobilenet"},
+            },
+        },
         "model": {"class_path": class_path, "init_args": init_args},
         "data": {"data_dir": "data", "batch_size": 128, "num_classes": 100},
         "ckpt_path": ckpt_path,
@@ -45,28 +52,61 @@ def _run(root, name, version, scalars, config=None, hparams=None):
 @pytest.fixture
 def logdir(tmp_path):
     root = tmp_path / "lightning_logs"
-    v3_args = {"width_mult": 0.5, "stem": "cifar", "downsamples_removed": None, "dropout": 0.2,
-               "label_smoothing": 0.0, "channels_last": True}
+    v3_args = {
+        "width_mult": 0.5,
+        "stem": "cifar",
+        "downsamples_removed": None,
+        "dropout": 0.2,
+        "label_smoothing": 0.0,
+        "channels_last": True,
+    }
     val = [0.10, 0.35, 0.30]  # best is the middle one, not the last
     fit = {
         "epoch": [(s, s // 10, T0 + s) for s in range(30)],
         "train/loss": [(s, 4.6 - 0.05 * s, T0 + s) for s in range(30)],
         "val/acc": [(10 * (e + 1) - 1, v, T0 + 10 * (e + 1)) for e, v in enumerate(val)],
     }
-    _run(root, "mobilenet", 0, fit, _config("mobilenet_lab.versions.MobileNetV3Small", v3_args),
-         {"num_classes": 100, **v3_args, "_class_path": "mobilenet_lab.versions.MobileNetV3Small"})
+    _run(
+        root,
+        "mobilenet",
+        0,
+        fit,
+        _config("mobilenet_lab.versions.MobileNetV3Small", v3_args),
+        {"num_classes": 100, **v3_args, "_class_path": "mobilenet_lab.versions.MobileNetV3Small"},
+    )
     # Two test runs of version_0's checkpoint: the later one counts.
     for version, acc, wall in ((1, 0.31, T0 + 100), (2, 0.33, T0 + 200)):
-        _run(root, "mobilenet", version, {"test/acc": [(0, acc, wall)], "epoch": [(0, 0, wall)]},
-             _config("mobilenet_lab.versions.MobileNetV3Small", v3_args,
-                     ckpt_path=f"checkpoints/mobilenet/version_0/epoch001-val_acc{acc:.4f}.ckpt"))
+        _run(
+            root,
+            "mobilenet",
+            version,
+            {"test/acc": [(0, acc, wall)], "epoch": [(0, 0, wall)]},
+            _config(
+                "mobilenet_lab.versions.MobileNetV3Small",
+                v3_args,
+                ckpt_path=f"checkpoints/mobilenet/version_0/epoch001-val_acc{acc:.4f}.ckpt",
+            ),
+        )
     # A fit run with hparams.yaml only (no config.yaml), the generic ImageClassifier, no epoch scalar.
-    _run(root, "v2", 0, {"val/acc": [(9, 0.2, T0), (19, 0.25, T0 + 50)], "train/loss": [(0, 4.0, T0)]},
-         hparams={"model_name": "mobilenet_v2", "model_options": {"width_mult": 0.25, "stem": "imagenet"},
-                  "num_classes": 10})
+    _run(
+        root,
+        "v2",
+        0,
+        {"val/acc": [(9, 0.2, T0), (19, 0.25, T0 + 50)], "train/loss": [(0, 4.0, T0)]},
+        hparams={
+            "model_name": "mobilenet_v2",
+            "model_options": {"width_mult": 0.25, "stem": "imagenet"},
+            "num_classes": 10,
+        },
+    )
     # A test run of a checkpoint that is not under this logdir: listed on its own.
-    _run(root, "other", 0, {"test/acc": [(0, 0.5, T0)]},
-         _config("mobilenet_lab.versions.MobileNetV1", {"width_mult": 0.25}, ckpt_path="/elsewhere/x.ckpt"))
+    _run(
+        root,
+        "other",
+        0,
+        {"test/acc": [(0, 0.5, T0)]},
+        _config("mobilenet_lab.versions.MobileNetV1", {"width_mult": 0.25}, ckpt_path="/elsewhere/x.ckpt"),
+    )
     return root
 
 
@@ -110,9 +150,11 @@ def test_logdir_may_be_one_experiment_folder(logdir, tmp_path):
 
 def test_latency_from_benchmark_csv(logdir, tmp_path):
     bench = tmp_path / "benchmark.csv"
-    bench.write_text("model,width,impl,stem,image_size,device,latency_ms\n"
-                     "mobilenet_v3_small,0.5,ours,cifar,32,cpu,3.5\n"
-                     "mobilenet_v3_small,0.5,torchvision,cifar,32,cpu,9.0\n")
+    bench.write_text(
+        "model,width,impl,stem,image_size,device,latency_ms\n"
+        "mobilenet_v3_small,0.5,ours,cifar,32,cpu,3.5\n"
+        "mobilenet_v3_small,0.5,torchvision,cifar,32,cpu,9.0\n"
+    )
     assert report.read_latency(bench) == {("mobilenet_v3_small", 0.5, "cifar", 32): 3.5}
     report.main(["--logdir", str(logdir), "--out", str(tmp_path / "o"), "--benchmark_csv", str(bench), "--quiet"])
     assert (tmp_path / "o" / "report.png").stat().st_size > 0

@@ -3,7 +3,6 @@ weights and one continuous set of curves; graceful stop (one process or DDP); at
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import cli_command, cli_env, run_command
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "configs/quickstart.yaml")
@@ -26,17 +24,33 @@ STEPS_PER_EPOCH = 18  # 300 training images in batches of 16
 def fit_command(data_dir: Path, *extra: str) -> list[str]:
     # V3-Small 0.25, 300 training images in batches of 16: 18 steps per epoch, 2 epochs,
     # deterministic algorithms (CPU), every step logged.
-    return cli_command("fit", "--config", QUICK, f"--data.data_dir={data_dir}",
-            "--model.init_args.width_mult=0.25", "--data.batch_size=16", "--data.val_size=100",
-            "--trainer.max_epochs=2", "--trainer.deterministic=true", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1", *extra)
+    return cli_command(
+        "fit",
+        "--config",
+        QUICK,
+        f"--data.data_dir={data_dir}",
+        "--model.init_args.width_mult=0.25",
+        "--data.batch_size=16",
+        "--data.val_size=100",
+        "--trainer.max_epochs=2",
+        "--trainer.deterministic=true",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.log_every_n_steps=1",
+        *extra,
+    )
 
 
 def signal_at(moment: str, epoch: int, batch: int = 0, rank: int = -1, signal_name: str = "SIGKILL") -> list[str]:
     """Options adding tests/kill_points.SignalAt: the fit signals itself at that exact moment."""
-    return ["--trainer.callbacks+=kill_points.SignalAt", f"--trainer.callbacks.init_args.moment={moment}",
-            f"--trainer.callbacks.init_args.epoch={epoch}", f"--trainer.callbacks.init_args.batch={batch}",
-            f"--trainer.callbacks.init_args.rank={rank}", f"--trainer.callbacks.init_args.signal_name={signal_name}"]
+    return [
+        "--trainer.callbacks+=kill_points.SignalAt",
+        f"--trainer.callbacks.init_args.moment={moment}",
+        f"--trainer.callbacks.init_args.epoch={epoch}",
+        f"--trainer.callbacks.init_args.batch={batch}",
+        f"--trainer.callbacks.init_args.rank={rank}",
+        f"--trainer.callbacks.init_args.signal_name={signal_name}",
+    ]
 
 
 def env() -> dict[str, str]:
@@ -107,8 +121,15 @@ def test_last_checkpoint_is_the_final_state_on_a_plateau(uninterrupted, plateau_
         return F.cross_entropy(logits, test.labels, label_smoothing=smoothing).item()
 
     monkeypatch.chdir(uninterrupted)
-    cli = MobileNetCLI(args=["test", f"--ckpt_path={last}", f"--data.data_dir={plateau_cifar}",
-                             "--trainer.enable_progress_bar=false", "--trainer.logger=false"])
+    cli = MobileNetCLI(
+        args=[
+            "test",
+            f"--ckpt_path={last}",
+            f"--data.data_dir={plateau_cifar}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false",
+        ]
+    )
     reported = float(cli.trainer.callback_metrics["test/loss"])
     final_loss, best_loss = loss_of(last), loss_of(best)
     assert reported == pytest.approx(final_loss, abs=1e-5)
@@ -131,8 +152,9 @@ def test_last_checkpoint_is_the_final_state_on_a_plateau(uninterrupted, plateau_
         pytest.param("validation_batch", 0, 2, 9, 9, marks=pytest.mark.slow),
     ],
 )
-def test_sigkill_then_resume_matches_uninterrupted(moment, epoch, batch, every_n, resumes_at, plateau_cifar,
-                                                   tmp_path, uninterrupted):
+def test_sigkill_then_resume_matches_uninterrupted(
+    moment, epoch, batch, every_n, resumes_at, plateau_cifar, tmp_path, uninterrupted
+):
     options = [f"--checkpoint.last_every_n_steps={every_n}"]
     killed = run(fit_command(plateau_cifar, *options, *signal_at(moment, epoch, batch)), tmp_path)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -148,8 +170,10 @@ def test_resume_into_a_new_version_when_asked(plateau_cifar, tmp_path, uninterru
     """--trainer.logger.init_args.version starts new folders; the weights are the same."""
     killed = run(fit_command(plateau_cifar, *signal_at("epoch_start", 1)), tmp_path)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    resumed = run(fit_command(plateau_cifar, f"--ckpt_path={RUN / 'last.ckpt'}",
-                              "--trainer.logger.init_args.version=resumed"), tmp_path)
+    resumed = run(
+        fit_command(plateau_cifar, f"--ckpt_path={RUN / 'last.ckpt'}", "--trainer.logger.init_args.version=resumed"),
+        tmp_path,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     new = load(tmp_path / "checkpoints/quickstart/resumed/last.ckpt")
     assert new["global_step"] == 2 * STEPS_PER_EPOCH
@@ -233,8 +257,7 @@ def children_of(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("rank", [1, -1], ids=["rank1", "all_ranks"])
-def test_ddp_sigterm_stops_every_rank_at_one_step_and_resumes_exactly(rank, plateau_cifar, tmp_path,
-                                                                      uninterrupted_ddp):
+def test_ddp_sigterm_stops_every_rank_at_one_step_and_resumes_exactly(rank, plateau_cifar, tmp_path, uninterrupted_ddp):
     # SIGTERM reaches rank 1 only (or every rank) after batch 3 of epoch 1.
     command = fit_command(plateau_cifar, *DDP, *signal_at("train_batch", 1, 3, rank=rank, signal_name="SIGTERM"))
     proc = subprocess.Popen(command, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -276,8 +299,7 @@ def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
 
     path = tmp_path / "last.ckpt"
     for delay in (0.02, 0.05, 0.11, 0.17, 0.23, 0.31):
-        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], env=env(),
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], env=env(), stdout=subprocess.PIPE, text=True)
         first = proc.stdout.readline()  # one save done: a previous good file exists
         time.sleep(delay)  # now kill at some point inside a later save
         proc.send_signal(signal.SIGKILL)

@@ -13,13 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import ROOT, python_m
 
 QUICK = str(ROOT / "configs/quickstart.yaml")
-TINY = ["--model.init_args.width_mult=0.25", "--data.batch_size=16", "--data.val_size=100",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-        "--trainer.logger.init_args.name=loop"]
+TINY = [
+    "--model.init_args.width_mult=0.25",
+    "--data.batch_size=16",
+    "--data.val_size=100",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.logger.init_args.name=loop",
+]
 RUN = Path("checkpoints/loop/version_0")
 LOGS = Path("lightning_logs/loop/version_0")
 
@@ -55,8 +59,9 @@ def test_test_and_predict_land_beside_their_run_without_the_data_folder(run: Pat
     images = tmp_path / "images"
     images.mkdir()
     Image.new("RGB", (32, 32), (200, 30, 30)).save(images / "red.png")
-    result = python_m(["predict", f"--ckpt_path={run / RUN / 'last.ckpt'}", f"--data.predict_dir={images}"],
-                      cwd=elsewhere)
+    result = python_m(
+        ["predict", f"--ckpt_path={run / RUN / 'last.ckpt'}", f"--data.predict_dir={images}"], cwd=elsewhere
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((run / "lightning_logs/loop/version_0_predict/predictions.csv").open()))
     assert [r["file"] for r in rows] == ["red.png"]
@@ -64,8 +69,9 @@ def test_test_and_predict_land_beside_their_run_without_the_data_folder(run: Pat
 
 def test_a_failed_command_writes_nothing(run: Path, tmp_path: Path):
     before = sorted(p.name for p in (run / "lightning_logs/loop").iterdir())
-    result = python_m(["predict", f"--ckpt_path={run / RUN / 'last.ckpt'}", f"--data.predict_dir={tmp_path / 'no'}"],
-                      cwd=run)
+    result = python_m(
+        ["predict", f"--ckpt_path={run / RUN / 'last.ckpt'}", f"--data.predict_dir={tmp_path / 'no'}"], cwd=run
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("error: predict_dir")
     assert "Traceback" not in result.stderr
@@ -74,11 +80,17 @@ def test_a_failed_command_writes_nothing(run: Path, tmp_path: Path):
 
 def test_the_saved_config_resumes_a_run_twice_in_a_row(tiny_cifar: Path, tmp_path: Path):
     # Stopped by SIGTERM at step 6 of 36: last.ckpt written, exit 143.
-    stop = ["--trainer.callbacks+=kill_points.SignalAt", "--trainer.callbacks.init_args.moment=train_batch",
-            "--trainer.callbacks.init_args.epoch=0", "--trainer.callbacks.init_args.batch=5",
-            "--trainer.callbacks.init_args.signal_name=SIGTERM"]
-    result = python_m(["fit", "--config", QUICK, f"--data.data_dir={tiny_cifar}", "--trainer.max_epochs=2",
-                       *TINY, *stop], cwd=tmp_path)
+    stop = [
+        "--trainer.callbacks+=kill_points.SignalAt",
+        "--trainer.callbacks.init_args.moment=train_batch",
+        "--trainer.callbacks.init_args.epoch=0",
+        "--trainer.callbacks.init_args.batch=5",
+        "--trainer.callbacks.init_args.signal_name=SIGTERM",
+    ]
+    result = python_m(
+        ["fit", "--config", QUICK, f"--data.data_dir={tiny_cifar}", "--trainer.max_epochs=2", *TINY, *stop],
+        cwd=tmp_path,
+    )
     assert result.returncode == 143, result.stderr[-3000:]
     assert torch.load(tmp_path / RUN / "last.ckpt", weights_only=True)["global_step"] == 6
     resume = ["--config", str(LOGS / "config.yaml"), f"--ckpt_path={RUN / 'last.ckpt'}"]
@@ -102,13 +114,20 @@ def test_extending_a_finished_run_says_why_and_what_to_do(run: Path):
     assert torch.load(run / RUN / "last.ckpt", weights_only=True)["global_step"] == 36  # untouched
 
 
-@pytest.mark.parametrize(("option", "expected"), [
-    ("--model.init_args.widthmult=0.5", "error: unknown option --model.init_args.widthmult; "
-                                        "did you mean --model.init_args.width_mult?"),
-    ("--trainer.max_epoch=1", "error: unknown option --trainer.max_epoch; did you mean --trainer.max_epochs?"),
-    ("--model.init_args.stem=foo", "error: option model.init_args.stem: Expected a typing.Literal['imagenet', "
-                                   "'cifar']. Got value: foo"),
-])
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (
+            "--model.init_args.widthmult=0.5",
+            "error: unknown option --model.init_args.widthmult; did you mean --model.init_args.width_mult?",
+        ),
+        ("--trainer.max_epoch=1", "error: unknown option --trainer.max_epoch; did you mean --trainer.max_epochs?"),
+        (
+            "--model.init_args.stem=foo",
+            "error: option model.init_args.stem: Expected a typing.Literal['imagenet', 'cifar']. Got value: foo",
+        ),
+    ],
+)
 def test_a_usage_error_is_two_lines(option: str, expected: str, tmp_path: Path):
     result = python_m(["fit", "--config", QUICK, option], cwd=tmp_path)
     assert result.returncode == 2

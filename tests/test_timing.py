@@ -24,6 +24,7 @@ def test_interleaved_alternates_and_records_each_call(monkeypatch):
         def fn():
             calls.append(name)
             now[0] += next(durations[name])
+
         return fn
 
     a, b = timing.interleaved([call("a"), call("b")], warmup=2, runs=10, names=["a", "b"])

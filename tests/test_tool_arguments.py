@@ -20,18 +20,76 @@ from mobilenet_lab.tools.export import cli as export_cli
 
 # tool -> (a function from argv to the parsed options, flags a user types today)
 TOOLS = {
-    "summary": (lambda argv: arguments.parse(summary.build_parser(), argv),
-                ["--models", "mobilenet_v1", "mobilenet_v3_small", "--widths", "0.25", "0.5", "--image_size", "32",
-                 "--num_classes", "100", "--stem", "cifar"]),
-    "benchmark": (benchmark_cli.parse_args,
-                  ["--models", "mobilenet_v2", "mobilenet_v3_small", "--widths", "0.5", "1.0", "--devices", "cpu",
-                   "--image_sizes", "32", "64", "--runs", "7", "--warmup", "0", "--batch_size", "0",
-                   "--channels_last", "off", "--no_reference", "--quiet", "--out", "elsewhere"]),
-    "report": (lambda argv: arguments.parse(report.build_parser(), argv),
-               ["--logdir", "runs", "--out", "tables", "--benchmark_csv", "b.csv", "--quiet"]),
-    "export": (lambda argv: arguments.parse(export_cli.build_parser(), argv),
-               ["--ckpt_path", "a/last.ckpt", "--format", "executorch", "--quantize", "int8", "--opset", "18",
-                "--calibration_images", "64", "--eval_images", "100", "--runs", "5", "--threads", "1"]),
+    "summary": (
+        lambda argv: arguments.parse(summary.build_parser(), argv),
+        [
+            "--models",
+            "mobilenet_v1",
+            "mobilenet_v3_small",
+            "--widths",
+            "0.25",
+            "0.5",
+            "--image_size",
+            "32",
+            "--num_classes",
+            "100",
+            "--stem",
+            "cifar",
+        ],
+    ),
+    "benchmark": (
+        benchmark_cli.parse_args,
+        [
+            "--models",
+            "mobilenet_v2",
+            "mobilenet_v3_small",
+            "--widths",
+            "0.5",
+            "1.0",
+            "--devices",
+            "cpu",
+            "--image_sizes",
+            "32",
+            "64",
+            "--runs",
+            "7",
+            "--warmup",
+            "0",
+            "--batch_size",
+            "0",
+            "--channels_last",
+            "off",
+            "--no_reference",
+            "--quiet",
+            "--out",
+            "elsewhere",
+        ],
+    ),
+    "report": (
+        lambda argv: arguments.parse(report.build_parser(), argv),
+        ["--logdir", "runs", "--out", "tables", "--benchmark_csv", "b.csv", "--quiet"],
+    ),
+    "export": (
+        lambda argv: arguments.parse(export_cli.build_parser(), argv),
+        [
+            "--ckpt_path",
+            "a/last.ckpt",
+            "--format",
+            "executorch",
+            "--quantize",
+            "int8",
+            "--opset",
+            "18",
+            "--calibration_images",
+            "64",
+            "--eval_images",
+            "100",
+            "--runs",
+            "5",
+            "--threads",
+            "1",
+        ],
+    ),
 }
 
 
@@ -60,12 +118,17 @@ def test_print_config_writes_the_yaml_that_config_reads_back(tool, tmp_path, cap
     config.write_text(yaml.safe_dump(printed))
     assert _options(parse(["--config", str(config)])) == from_flags
     # flags after --config override it
-    override = {"summary": ["--widths", "2"], "benchmark": ["--widths", "2"], "report": ["--logdir", "x"],
-                "export": ["--runs", "9"]}[tool]
+    override = {
+        "summary": ["--widths", "2"],
+        "benchmark": ["--widths", "2"],
+        "report": ["--logdir", "x"],
+        "export": ["--runs", "9"],
+    }[tool]
     overridden = _options(parse(["--config", str(config), *override]))
     key = override[0][2:]
     assert overridden[key] != from_flags[key] and {k: v for k, v in overridden.items() if k != key} == {
-        k: v for k, v in from_flags.items() if k != key}
+        k: v for k, v in from_flags.items() if k != key
+    }
     # the defaults round-trip too (nulls of optional options, 'on' that YAML would read as true)
     minimal = ["--ckpt_path", "c.ckpt"] if tool == "export" else []
     with pytest.raises(SystemExit):
@@ -87,8 +150,19 @@ def test_space_separated_lists_keep_their_types():
 
 
 def test_summary_from_a_config_file_prints_the_same_table(tmp_path, capsys):
-    flags = ["--models", "mobilenet_v1", "--widths", "0.25", "0.5", "--image_size", "32", "--stem", "cifar",
-             "--num_classes", "10"]
+    flags = [
+        "--models",
+        "mobilenet_v1",
+        "--widths",
+        "0.25",
+        "0.5",
+        "--image_size",
+        "32",
+        "--stem",
+        "cifar",
+        "--num_classes",
+        "10",
+    ]
     summary.main(flags)
     table = capsys.readouterr().out
     assert table.count("| mobilenet_v1 |") == 2 and "| 32x32 |" in table
@@ -98,18 +172,21 @@ def test_summary_from_a_config_file_prints_the_same_table(tmp_path, capsys):
     assert capsys.readouterr().out == table
 
 
-@pytest.mark.parametrize("argv,line", [
-    (["summary", "--widths", "0.5", "-1"], "error: --widths must be > 0, got -1"),
-    (["summary", "--image_size", "4"], "error: --image_size must be >= 8, got 4"),
-    (["benchmark", "--widths", "-1"], "error: --widths must be > 0, got -1"),
-    (["benchmark", "--threads", "0"], "error: --threads must be > 0, got 0"),
-    (["benchmark", "--warmup", "-2"], "error: --warmup must be >= 0, got -2"),
-    (["benchmark", "--widths", "inf"], "error: --widths must be finite, got inf"),
-    (["report", "--sweep"], "error: argument --sweep: expected one argument"),
-    (["export", "--ckpt_path", "c.ckpt", "--opset", "17"], "error: --opset must be >= 18, got 17"),
-    (["export", "--ckpt_path", "c.ckpt", "--runs", "4"], "error: --runs must be >= 5, got 4"),
-    (["export", "--ckpt_path", "c.ckpt", "--eval_images", "0"], "error: --eval_images must be > 0, got 0"),
-])
+@pytest.mark.parametrize(
+    "argv,line",
+    [
+        (["summary", "--widths", "0.5", "-1"], "error: --widths must be > 0, got -1"),
+        (["summary", "--image_size", "4"], "error: --image_size must be >= 8, got 4"),
+        (["benchmark", "--widths", "-1"], "error: --widths must be > 0, got -1"),
+        (["benchmark", "--threads", "0"], "error: --threads must be > 0, got 0"),
+        (["benchmark", "--warmup", "-2"], "error: --warmup must be >= 0, got -2"),
+        (["benchmark", "--widths", "inf"], "error: --widths must be finite, got inf"),
+        (["report", "--sweep"], "error: argument --sweep: expected one argument"),
+        (["export", "--ckpt_path", "c.ckpt", "--opset", "17"], "error: --opset must be >= 18, got 17"),
+        (["export", "--ckpt_path", "c.ckpt", "--runs", "4"], "error: --runs must be >= 5, got 4"),
+        (["export", "--ckpt_path", "c.ckpt", "--eval_images", "0"], "error: --eval_images must be > 0, got 0"),
+    ],
+)
 def test_a_bad_value_is_one_line_naming_the_flag(argv, line, capsys):
     with pytest.raises(SystemExit) as exc:
         cli(argv)

@@ -29,6 +29,7 @@ __all__ = [
     "safe_load",
 ]
 
+
 def __getattr__(name: str) -> Any:
     # Lazy so that `import mobilenet_lab.data.safe_pickle` (e.g. from a checkpoint tool) stays light.
     if name == "ImageFolderPredictDataset":

@@ -60,9 +60,7 @@ def _u64(value: int | np.ndarray) -> np.ndarray:
     return np.array([int(value) & _MASK64], dtype=np.uint64)
 
 
-def counter_hash(
-    seed: int, epoch: int | np.ndarray, index: int | np.ndarray, stream: int
-) -> np.ndarray:
+def counter_hash(seed: int, epoch: int | np.ndarray, index: int | np.ndarray, stream: int) -> np.ndarray:
     """Hash (seed, stream, epoch, index) to uniformly distributed uint64 values.
 
     Args:
@@ -88,9 +86,7 @@ def derive_seed(seed: int, *values: int) -> int:
     return int(h[0]) & _MASK63
 
 
-def crop_flip_params(
-    seed: int, epoch: np.ndarray | int, index: np.ndarray, padding: int = 4
-) -> np.ndarray:
+def crop_flip_params(seed: int, epoch: np.ndarray | int, index: np.ndarray, padding: int = 4) -> np.ndarray:
     """Draw RandomCrop(padding) offsets and horizontal-flip bits for each sample.
 
     Every offset pair in ``0..2*padding`` and both flip states are equally likely (up to a
@@ -107,9 +103,7 @@ def crop_flip_params(
     return np.stack([top, left, flip], axis=1).astype(np.int64)
 
 
-def pad_crop_flip(
-    images: Tensor, top: Tensor, left: Tensor, flip: Tensor, padding: int = 4
-) -> Tensor:
+def pad_crop_flip(images: Tensor, top: Tensor, left: Tensor, flip: Tensor, padding: int = 4) -> Tensor:
     """Zero-pad, crop back to the original size at per-sample offsets, then optionally flip.
 
     Equivalent, image by image, to ``v2.functional.crop(v2.functional.pad(img, padding), top,
@@ -177,9 +171,7 @@ def sample_erasing_params(
     apply = torch.rand(n, generator=generator) < p
     erase_area = area * torch.empty(n, attempts).uniform_(scale[0], scale[1], generator=generator)
     log_ratio = torch.log(torch.tensor(ratio))
-    aspect = torch.exp(
-        torch.empty(n, attempts).uniform_(float(log_ratio[0]), float(log_ratio[1]), generator=generator)
-    )
+    aspect = torch.exp(torch.empty(n, attempts).uniform_(float(log_ratio[0]), float(log_ratio[1]), generator=generator))
     h = torch.round(torch.sqrt(erase_area * aspect)).long()
     w = torch.round(torch.sqrt(erase_area / aspect)).long()
     fits = (h < height) & (w < width)
@@ -269,4 +261,3 @@ def apply_seeded(transform: v2.Transform, image: Tensor, seed: int) -> Tensor:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return transform(image)
-

@@ -16,8 +16,9 @@ they load on first access.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Sequence
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -132,9 +133,7 @@ def _decode_split(d: dict[str, Any], source: Path) -> CIFAR100Split:
     if data.dtype != np.uint8:
         raise DataError(f"{source}: 'data' has dtype {data.dtype}, expected uint8 (pixel values 0..255)")
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise DataError(
-            f"{source}: 'data' has shape {tuple(data.shape)}, expected N x 3072 (32x32 RGB planes per row)"
-        )
+        raise DataError(f"{source}: 'data' has shape {tuple(data.shape)}, expected N x 3072 (32x32 RGB planes per row)")
     try:
         labels = np.asarray(labels_raw)
     except Exception:  # ragged or odd objects
@@ -145,9 +144,7 @@ def _decode_split(d: dict[str, Any], source: Path) -> CIFAR100Split:
             f" of dtype {labels.dtype} and shape {labels.shape}"
         )
     if len(labels) != len(data):
-        raise DataError(
-            f"{source}: {len(data)} images but {len(labels)} fine_labels; the file is damaged, replace it"
-        )
+        raise DataError(f"{source}: {len(data)} images but {len(labels)} fine_labels; the file is damaged, replace it")
     if len(data) == 0:
         raise DataError(f"{source} contains no images; replace it with the official file")
     low, high = int(labels.min()), int(labels.max())

@@ -36,8 +36,8 @@ from mobilenet_lab.data.datasets import (
     STRONG_AUGMENTS,
     CIFAR100EvalDataset,
     CIFAR100TrainDataset,
-    collate_batched,
     check_int,
+    collate_batched,
     split_indices,
 )
 from mobilenet_lab.data.loader import ResumableLoader
@@ -118,13 +118,17 @@ class CIFAR100DataModule(OnDeviceBatches, L.LightningDataModule):
         if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
             raise UserError(f"val_size must be an image count or a fraction, got {val_size!r}; set --data.val_size")
         if isinstance(val_size, int) and not 0 <= val_size < 50_000:
-            raise UserError(f"val_size must be a count in 0..49999 or a fraction in (0, 1), got {val_size}; set --data.val_size")
+            raise UserError(
+                f"val_size must be a count in 0..49999 or a fraction in (0, 1), got {val_size}; set --data.val_size"
+            )
         if isinstance(val_size, float) and not 0.0 <= val_size < 1.0:
             raise UserError(f"val_size as a fraction must be in [0, 1), got {val_size}; set --data.val_size")
         if augment not in AUGMENTS:
             raise UserError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}; set --data.augment")
         if not 0.0 <= float(random_erasing) <= 1.0:
-            raise UserError(f"random_erasing is a probability in [0, 1], got {random_erasing}; set --data.random_erasing")
+            raise UserError(
+                f"random_erasing is a probability in [0, 1], got {random_erasing}; set --data.random_erasing"
+            )
         for name, value in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
             if not (float(value) >= 0.0 and math.isfinite(float(value))):
                 raise UserError(f"{name} must be >= 0 (0 disables it), got {value}; set --data.{name}")
@@ -144,8 +148,10 @@ class CIFAR100DataModule(OnDeviceBatches, L.LightningDataModule):
         self.seed = seed
         self.predict_dir = predict_dir
         if images_on_device and augment in STRONG_AUGMENTS:
-            raise UserError(f"images_on_device needs augment standard or none (augment={augment} runs per image "
-                            "in the loader workers); set --data.images_on_device false")
+            raise UserError(
+                f"images_on_device needs augment standard or none (augment={augment} runs per image "
+                "in the loader workers); set --data.images_on_device false"
+            )
         self.images_on_device = images_on_device
         self.mixer = (
             aug.BatchMixer(NUM_CLASSES, self.mixup_alpha, self.cutmix_alpha)
@@ -244,7 +250,11 @@ class CIFAR100DataModule(OnDeviceBatches, L.LightningDataModule):
         trainer = self._trainer_or_none()
         num_replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = EpochKeySampler(
-            self.train_dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=self.seed,
+            self.train_dataset,
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=True,
+            seed=self.seed,
             batch_size=self.batch_size,
         )
         self._train_sampler = sampler
@@ -291,7 +301,9 @@ class CIFAR100DataModule(OnDeviceBatches, L.LightningDataModule):
 
     def _eval_loader(self, dataset: Dataset[Any] | None) -> DataLoader[Any]:
         assert dataset is not None
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, drop_last=False, **self._loader_kwargs())
+        return DataLoader(
+            dataset, batch_size=self.eval_batch_size, shuffle=False, drop_last=False, **self._loader_kwargs()
+        )
 
     def _trainer_or_none(self) -> Any:
         return getattr(self, "trainer", None)

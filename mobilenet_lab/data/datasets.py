@@ -10,7 +10,8 @@ path: TrivialAugment/AutoAugment).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Literal, NamedTuple, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -91,7 +92,9 @@ class CIFAR100TrainDataset(Dataset[Any]):
         self.augment = augment
         #: Leave images out of batches: the data module gathers them from its copy on the device.
         self.images_on_device = False
-        self._strong = aug.strong_transform(augment, IMAGE_SHAPE[1], CROP_PADDING) if augment in STRONG_AUGMENTS else None
+        self._strong = (
+            aug.strong_transform(augment, IMAGE_SHAPE[1], CROP_PADDING) if augment in STRONG_AUGMENTS else None
+        )
 
     def __len__(self) -> int:
         return len(self.labels)

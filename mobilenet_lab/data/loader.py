@@ -11,7 +11,8 @@ epoch after those batches, so the rest of the epoch is what the uninterrupted ru
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from torch.utils.data import DataLoader
 

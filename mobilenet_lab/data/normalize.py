@@ -8,7 +8,7 @@ which every exported file contains) run it; the CIFAR-100 statistics it is used 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -25,8 +25,7 @@ from torch.utils.data import Dataset
 
 from mobilenet_lab.errors import UserError
 
-__all__ = ["ImageFolderPredictDataset", "check_image", "load_rgb_image", "UnusableImageError",
-           "DEFAULT_MAX_PIXELS"]
+__all__ = ["ImageFolderPredictDataset", "check_image", "load_rgb_image", "UnusableImageError", "DEFAULT_MAX_PIXELS"]
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +122,14 @@ def _unusable(exc: Exception) -> UnusableImageError:
 
 
 #: How PIL reports a file it cannot decode (truncated, corrupt, too large, not an image).
-_DECODE_ERRORS = (Image.DecompressionBombError, Image.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+_DECODE_ERRORS = (
+    Image.DecompressionBombError,
+    Image.UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+)
 
 
 def load_rgb_image(path: str | os.PathLike[str], size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tensor:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import codecs
 import os
 import pickle
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 import numpy as np
 
@@ -112,8 +113,17 @@ def _load(file: IO[bytes], source: str) -> Any:
             f"{source} is truncated (ended in the middle of the pickle); delete it and download or"
             " extract the data set again"
         ) from None
-    except (pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            UnicodeDecodeError, MemoryError, OverflowError) as exc:
+    except (
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        UnicodeDecodeError,
+        MemoryError,
+        OverflowError,
+    ) as exc:
         # Garbage or cut-off bytes surface as any of these, depending on where the cut falls.
         raise DataError(
             f"{source} is not a readable data set pickle ({type(exc).__name__}: {exc}); delete it"

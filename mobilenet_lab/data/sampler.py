@@ -9,7 +9,8 @@ calls its ``set_epoch`` and never replaces it; under DDP each rank takes its sha
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler

@@ -90,15 +90,19 @@ class ModelDescription:
     def options(self) -> list[str]:
         """The option names this version takes (``name`` aside)."""
         choices = _VERSIONS[self.name][1] if self.name in _VERSIONS else {}
-        return [f.name for f in dataclasses.fields(self)
-                if f.name != "name" and (f.name not in VERSION_OPTIONS or f.name in choices)]
+        return [
+            f.name
+            for f in dataclasses.fields(self)
+            if f.name != "name" and (f.name not in VERSION_OPTIONS or f.name in choices)
+        ]
 
     def replace(self, **changes: Any) -> ModelDescription:
         """A validated copy with some options changed; an option this version lacks is refused."""
         unknown = set(changes) - set(self.options())
         if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} for {self.name}; "
-                             f"valid: {', '.join(self.options())}")
+            raise ValueError(
+                f"unknown option(s) {', '.join(sorted(unknown))} for {self.name}; valid: {', '.join(self.options())}"
+            )
         return dataclasses.replace(self, **changes).validate()
 
     def to_dict(self) -> dict[str, Any]:

@@ -210,13 +210,21 @@ class UniversalInvertedBottleneck(nn.Module):
         self.dw_start: nn.Module = nn.Identity()
         if start_kernel:
             start_stride = 1 if middle_kernel else stride
-            self.dw_start = ConvNormAct(in_channels, in_channels, start_kernel, start_stride, groups=in_channels,
-                                        norm=norm, activation=None)
+            self.dw_start = ConvNormAct(
+                in_channels, in_channels, start_kernel, start_stride, groups=in_channels, norm=norm, activation=None
+            )
         self.pw_exp = ConvNormAct(in_channels, expanded_channels, 1, norm=norm, activation=activation)
         self.dw_mid: nn.Module = nn.Identity()
         if middle_kernel:
-            self.dw_mid = ConvNormAct(expanded_channels, expanded_channels, middle_kernel, stride,
-                                      groups=expanded_channels, norm=norm, activation=activation)
+            self.dw_mid = ConvNormAct(
+                expanded_channels,
+                expanded_channels,
+                middle_kernel,
+                stride,
+                groups=expanded_channels,
+                norm=norm,
+                activation=activation,
+            )
         self.pw_proj = ConvNormAct(expanded_channels, out_channels, 1, norm=norm, activation=None)
         self.out_channels = out_channels
 
@@ -248,8 +256,9 @@ class FusedInvertedBottleneck(nn.Module):
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         self.use_residual = stride == 1 and in_channels == out_channels
-        self.conv_exp = ConvNormAct(in_channels, expanded_channels, kernel_size, stride, norm=norm,
-                                    activation=activation)
+        self.conv_exp = ConvNormAct(
+            in_channels, expanded_channels, kernel_size, stride, norm=norm, activation=activation
+        )
         self.pw_proj = ConvNormAct(expanded_channels, out_channels, 1, norm=norm, activation=None)
         self.out_channels = out_channels
 

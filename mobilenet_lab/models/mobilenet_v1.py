@@ -15,6 +15,7 @@ __all__ = ["mobilenet_v1"]
 # (32 channels, stride 2). The table prints stride 2 for the second-last block, but its output
 # stays 7x7 and the reference implementations use stride 1.
 STEM_CHANNELS = 32
+# fmt: off
 BLOCKS: list[tuple[int, int]] = [
     (64, 1),    # Conv dw / s1, Conv / s1: 112x112x32 -> 112x112x64
     (128, 2),   # 112 -> 56
@@ -30,12 +31,14 @@ BLOCKS: list[tuple[int, int]] = [
     (1024, 2),  # 14 -> 7
     (1024, 1),
 ]
+# fmt: on
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
 
 
-@register_model(ModelDescription("mobilenet_v1", dropout=0.0, activation="relu"),
-                choices={"activation": tuple(ACTIVATIONS)})
+@register_model(
+    ModelDescription("mobilenet_v1", dropout=0.0, activation="relu"), choices={"activation": tuple(ACTIVATIONS)}
+)
 def mobilenet_v1(d: ModelDescription) -> MobileNet:
     """MobileNetV1 with width multiplier alpha (section 4.2) and BatchNorm after every conv.
 

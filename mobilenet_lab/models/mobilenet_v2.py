@@ -14,6 +14,7 @@ __all__ = ["mobilenet_v2"]
 # Table 2: expansion t, output channels c, repeats n, first stride s of each bottleneck stage,
 # after a 3x3 stride-2 conv with 32 channels; then a 1x1 conv to 1280.
 STEM_CHANNELS = 32
+# fmt: off
 STAGES: list[tuple[int, int, int, int]] = [
     # t, c,   n, s
     (1, 16, 1, 1),   # 112x112x32
@@ -24,6 +25,7 @@ STAGES: list[tuple[int, int, int, int]] = [
     (6, 160, 3, 2),  # 14 -> 7
     (6, 320, 1, 1),
 ]
+# fmt: on
 LAST_CHANNELS = 1280
 
 

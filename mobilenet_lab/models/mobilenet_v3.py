@@ -28,6 +28,7 @@ class Bneck(NamedTuple):
 RE, HS = "RE", "HS"
 
 # Table 1 (MobileNetV3-Large), after a 3x3 stride-2 conv with 16 channels (hard-swish).
+# fmt: off
 LARGE = [
     Bneck(3, 16, 16, False, RE, 1),
     Bneck(3, 64, 24, False, RE, 2),
@@ -45,7 +46,9 @@ LARGE = [
     Bneck(5, 960, 160, True, HS, 1),
     Bneck(5, 960, 160, True, HS, 1),
 ]
+# fmt: on
 # Table 2 (MobileNetV3-Small).
+# fmt: off
 SMALL = [
     Bneck(3, 16, 16, True, RE, 2),
     Bneck(3, 72, 24, False, RE, 2),
@@ -59,6 +62,7 @@ SMALL = [
     Bneck(5, 576, 96, True, HS, 1),
     Bneck(5, 576, 96, True, HS, 1),
 ]
+# fmt: on
 STEM_CHANNELS = 16
 # Last rows of the tables: 1x1 conv (no SE: Table 2 marks SE on Small's 576 conv, the official
 # code has none), pool, then a 1x1 conv without BN to the head width, hard-swish, classifier.

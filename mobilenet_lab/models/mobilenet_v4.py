@@ -52,6 +52,7 @@ class Row(NamedTuple):
 # of rows as FusedIB blocks (3x3, expanded 32 and 96, stride 2); timm and the official code build
 # each as a 3x3 conv-BN-ReLU then a 1x1 conv-BN-ReLU: the same weights, but with an activation
 # after the projection. We follow timm.
+# fmt: off
 SMALL = [
     #   block     K1 K2 exp   out stride
     Row(CONV,     0, 3, None, 32, 2),    # 112 -> 56 (at 224)
@@ -71,7 +72,9 @@ SMALL = [
     Row(IB,       0, 3, 4, 128, 1),
     Row(IB,       0, 3, 4, 128, 1),
 ]
+# fmt: on
 # MNv4-Conv-M (the paper's 256x256 model), after a 3x3 stride-2 conv with 32 channels.
+# fmt: off
 MEDIUM = [
     Row(FUSED_IB, 0, 3, 4, 48, 2),       # 128 -> 64 (at 256)
     Row(EXTRA_DW, 3, 5, 4, 80, 2),       # 64 -> 32
@@ -96,7 +99,9 @@ MEDIUM = [
     Row(FFN,      0, 0, 4, 256, 1),
     Row(CONVNEXT, 5, 0, 2, 256, 1),
 ]
+# fmt: on
 # MNv4-Conv-L (the paper's 384x384 model), after a 3x3 stride-2 conv with 24 channels.
+# fmt: off
 LARGE = [
     Row(FUSED_IB, 0, 3, 4, 48, 2),
     Row(EXTRA_DW, 3, 5, 4, 96, 2),
@@ -126,6 +131,7 @@ LARGE = [
     Row(CONVNEXT, 5, 0, 4, 512, 1),
     Row(CONVNEXT, 5, 0, 4, 512, 1),
 ]
+# fmt: on
 STEM_CHANNELS = {"small": 32, "medium": 32, "large": 24}
 TABLES = {"small": SMALL, "medium": MEDIUM, "large": LARGE}
 # Last rows of every table: 1x1 conv to 960 (scaled by width), pool, 1x1 conv to 1280 with BN and

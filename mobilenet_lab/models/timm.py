@@ -26,8 +26,13 @@ _FUSED_KEYS = {"conv_exp": "conv_exp.0", "bn1": "conv_exp.1", "conv_pwl": "pw_pr
 _CONV_KEYS = {"conv": "0", "bn1": "1"}
 # Outside the blocks: the stem, and the head after pooling (timm's conv_head is a 1x1 conv on the
 # pooled map, ours the same weights as a Linear; our PooledHead: 0 linear, 1 norm, 4 classifier).
-_TOP_KEYS = {"conv_stem": "stem.0", "bn1": "stem.1", "conv_head": "classifier.0", "norm_head": "classifier.1",
-             "classifier": "classifier.4"}
+_TOP_KEYS = {
+    "conv_stem": "stem.0",
+    "bn1": "stem.1",
+    "conv_head": "classifier.0",
+    "norm_head": "classifier.1",
+    "classifier": "classifier.4",
+}
 
 
 def convert_timm_state_dict(name: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -41,8 +46,9 @@ def convert_timm_state_dict(name: str, state_dict: dict[str, torch.Tensor]) -> d
     """
     if name not in TIMM_MODELS:
         raise ValueError(f"timm weights convert for {', '.join(TIMM_MODELS)}, not {name!r}")
-    positions = sorted({(int(m.group(1)), int(m.group(2)))
-                        for k in state_dict if (m := re.match(r"blocks\.(\d+)\.(\d+)\.", k))})
+    positions = sorted(
+        {(int(m.group(1)), int(m.group(2))) for k in state_dict if (m := re.match(r"blocks\.(\d+)\.(\d+)\.", k))}
+    )
     if not positions:
         raise ValueError(f"not a timm MobileNetV4 state dict (no blocks.<stage>.<index> keys) for {name}")
     last_stage = positions[-1][0]

@@ -54,7 +54,7 @@ def _v2_block_key(rest: str, state_dict: dict[str, torch.Tensor], index: int) ->
         raise ValueError(f"unexpected torchvision MobileNetV2 key features.{index}.{rest}")
     sub, tail = int(m.group(1)), m.group(2)
     prefix = f"features.{index}.conv."
-    subs = sorted({int(k[len(prefix):].split(".")[0]) for k in state_dict if k.startswith(prefix)})
+    subs = sorted({int(k[len(prefix) :].split(".")[0]) for k in state_dict if k.startswith(prefix)})
     projection = subs[-2]
     if sub < projection:
         return f"block.{sub}.{tail}"

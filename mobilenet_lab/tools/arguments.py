@@ -34,9 +34,12 @@ class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter)
 def tool_parser(prog: str, description: str | None) -> ArgumentParser:
     """A tool's parser with ``--config`` (YAML of the options) and ``--print_config``; errors are raised, not printed."""
     parser = ArgumentParser(prog=prog, description=description, formatter_class=_HelpFormatter, exit_on_error=False)
-    parser.add_argument("--config", action=ActionConfigFile,
-                        help="YAML file of options (keys as the flags without --, e.g. widths: [0.5, 1.0]); "
-                             "later flags override it; --print_config writes one")
+    parser.add_argument(
+        "--config",
+        action=ActionConfigFile,
+        help="YAML file of options (keys as the flags without --, e.g. widths: [0.5, 1.0]); "
+        "later flags override it; --print_config writes one",
+    )
     return parser
 
 
@@ -78,6 +81,6 @@ def one_line(err: BaseException) -> str:
     if restriction:  # a restricted number type (PositiveInt, ImageSize ...) refused the value
         given = restriction.group(1) or (re.findall(r"Given value: (.*)", text) or ["?"])[-1]
         return f"{flag} must be {restriction.group(2)} {restriction.group(3)}, got {given}"
-    lines = [line.strip() for line in text[key.end():].strip().splitlines() if line.strip()] or ["invalid value"]
+    lines = [line.strip() for line in text[key.end() :].strip().splitlines() if line.strip()] or ["invalid value"]
     reasons = [line[2:] for line in lines if line.startswith("- ") and "NoneType" not in line]
     return f"{flag}: {(reasons or lines)[0]}".replace(". Got value:", ", got")

@@ -55,8 +55,9 @@ class Stopwatch:
         return self.seconds
 
 
-def interleaved(fns: Sequence[Callable[[], Any]], warmup: int, runs: int,
-                names: Sequence[str] | None = None) -> list[Measurement]:
+def interleaved(
+    fns: Sequence[Callable[[], Any]], warmup: int, runs: int, names: Sequence[str] | None = None
+) -> list[Measurement]:
     """Per-call times of every function, ``runs`` calls each after ``warmup`` untimed calls each.
 
     The functions take turns within each repetition and the order alternates between
@@ -78,9 +79,14 @@ def interleaved(fns: Sequence[Callable[[], Any]], warmup: int, runs: int,
             fns[j]()
             times[j].append(clock() - start)
     threads = torch.get_num_threads()
-    return [Measurement(number_per_run=1, raw_times=t,
-                        task_spec=TaskSpec(stmt=f"{name}()", setup="pass", description=name, num_threads=threads))
-            for name, t in zip(names, times)]
+    return [
+        Measurement(
+            number_per_run=1,
+            raw_times=t,
+            task_spec=TaskSpec(stmt=f"{name}()", setup="pass", description=name, num_threads=threads),
+        )
+        for name, t in zip(names, times)
+    ]
 
 
 def time_calls(fn: Callable[[], Any], warmup: int, runs: int, name: str | None = None) -> Measurement:

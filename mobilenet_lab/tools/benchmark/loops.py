@@ -25,16 +25,23 @@ from .reference import torchvision_reference
 __all__ = ["random_batches", "train_step", "bare_model", "bare_images_per_second", "fit_images_per_second"]
 
 
-def random_batches(count: int, batch: int, size: int, num_classes: int, device: torch.device | str = "cpu",
-                   channels_last: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def random_batches(
+    count: int, batch: int, size: int, num_classes: int, device: torch.device | str = "cpu", channels_last: bool = True
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``count`` random (images, labels) batches on ``device``, cycled by :func:`train_step`."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return [(torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt),
-             torch.randint(0, num_classes, (batch,), device=device)) for _ in range(count)]
+    return [
+        (
+            torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt),
+            torch.randint(0, num_classes, (batch,), device=device),
+        )
+        for _ in range(count)
+    ]
 
 
-def train_step(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-               bf16: bool = False, compile: bool = False) -> Callable[[], None]:
+def train_step(
+    model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], bf16: bool = False, compile: bool = False
+) -> Callable[[], None]:
     """A function doing one bare training step per call, over ``batches`` in turn.
 
     ``bf16``: forward and loss under bf16 autocast (the GPU preset's ``precision: bf16-mixed``);
@@ -54,6 +61,7 @@ def train_step(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Ten
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
     return step
 
 
@@ -61,8 +69,9 @@ def bare_model(description: ModelDescription, impl: str = "torchvision") -> nn.M
     """torchvision's network for ``description`` (``impl="torchvision"``) where it builds the same
     architecture, else ours (V1, V4, V3 at widths other than 1.0, a ``downsamples_removed`` override)."""
     if impl == "torchvision" and description.downsamples_removed is None:
-        reference = torchvision_reference(description.name, description.width_mult, description.num_classes,
-                                          description.stem)
+        reference = torchvision_reference(
+            description.name, description.width_mult, description.num_classes, description.stem
+        )
         if reference is not None:
             return reference
     return create_model(description)
@@ -104,7 +113,9 @@ def fit_images_per_second(fit_args: list[str], steps: int, skip: int) -> tuple[f
     start = clock()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     if skip + steps not in marks:
-        raise RuntimeError(f"fit stopped after {cli.trainer.global_step} steps, before step {skip + steps}: "
-                           "give it --trainer.max_steps and data for that many")
+        raise RuntimeError(
+            f"fit stopped after {cli.trainer.global_step} steps, before step {skip + steps}: "
+            "give it --trainer.max_steps and data for that many"
+        )
     images = steps * cli.datamodule.batch_size
     return images / (marks[skip + steps] - marks[skip]), marks[1] - start, cli.model

@@ -26,13 +26,32 @@ __all__ = ["COLUMNS", "HARDWARE_COLUMNS", "cpu_model", "hardware_info", "load_av
 
 #: Columns of benchmark.csv (and of the markdown table, less the hardware columns).
 COLUMNS = [
-    "model", "width", "impl", "stem", "image_size", "device", "params", "MACs",
-    "latency_ms", "latency_p90_ms", "infer_img_s", "train_img_s", "latency_vs_torchvision",
+    "model",
+    "width",
+    "impl",
+    "stem",
+    "image_size",
+    "device",
+    "params",
+    "MACs",
+    "latency_ms",
+    "latency_p90_ms",
+    "infer_img_s",
+    "train_img_s",
+    "latency_vs_torchvision",
 ]
 HARDWARE_COLUMNS = ["cpu", "threads", "torch", "gpu", "channels_last", "env"]
 #: Environment variables that change CPU speed (recorded when set).
-SPEED_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MALLOC_MMAP_THRESHOLD_",
-             "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "LD_PRELOAD")
+SPEED_ENV = (
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "KMP_BLOCKTIME",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "LD_PRELOAD",
+)
 
 
 def cpu_model() -> str:
@@ -71,6 +90,7 @@ def _inference_fn(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
     def run() -> None:
         with torch.inference_mode():
             model(x)
+
     return run
 
 
@@ -80,7 +100,10 @@ def _batch(n: int, size: int, device: torch.device, channels_last: bool) -> torc
 
 
 def _measure(
-    models: list[nn.Module], size: int, device: torch.device, args: Namespace,
+    models: list[nn.Module],
+    size: int,
+    device: torch.device,
+    args: Namespace,
 ) -> list[dict[str, Any]]:
     """Latency, throughput, training speed of ``models`` (interleaved), one dict each."""
     cl = args.channels_last == "on"
@@ -139,10 +162,18 @@ def run_benchmark(args: Namespace) -> list[dict[str, Any]]:
         measured = _measure([m for _, m in entries], size, device, args)
         for (impl, _), (params, macs), meas in zip(entries, counts, measured):
             row = {
-                "model": name, "width": width, "impl": impl, "stem": args.stem, "image_size": size,
-                "device": device_name, "params": params, "MACs": macs,
-                "latency_ms": meas["latency_ms"], "latency_p90_ms": meas["latency_p90_ms"],
-                "infer_img_s": meas.get("infer_img_s"), "train_img_s": meas.get("train_img_s"),
+                "model": name,
+                "width": width,
+                "impl": impl,
+                "stem": args.stem,
+                "image_size": size,
+                "device": device_name,
+                "params": params,
+                "MACs": macs,
+                "latency_ms": meas["latency_ms"],
+                "latency_p90_ms": meas["latency_p90_ms"],
+                "infer_img_s": meas.get("infer_img_s"),
+                "train_img_s": meas.get("train_img_s"),
                 "latency_vs_torchvision": None,
             }
             row.update(hw)
@@ -161,8 +192,10 @@ def _devices(requested: list[str]) -> list[str]:
     for d in dict.fromkeys(requested):
         if d == "cuda" and not torch.cuda.is_available():
             if requested == ["cuda"] or set(requested) == {"cuda"}:
-                raise UserError("--devices cuda: no CUDA device is available (torch.cuda.is_available() is False); "
-                                "use --devices cpu")
+                raise UserError(
+                    "--devices cuda: no CUDA device is available (torch.cuda.is_available() is False); "
+                    "use --devices cpu"
+                )
             print("note: CUDA is not available; skipping --devices cuda", file=sys.stderr)
             continue
         devices.append(d)

@@ -22,7 +22,10 @@ def _fmt(digits: int) -> Callable[[Any], str]:
 
 
 FORMATS = {
-    "latency_ms": _fmt(2), "latency_p90_ms": _fmt(2), "infer_img_s": _fmt(0), "train_img_s": _fmt(0),
+    "latency_ms": _fmt(2),
+    "latency_p90_ms": _fmt(2),
+    "infer_img_s": _fmt(0),
+    "train_img_s": _fmt(0),
     "latency_vs_torchvision": lambda v: "" if v is None else f"{v:.2f}x",
 }
 
@@ -88,14 +91,21 @@ def plot(rows: list[dict[str, Any]], path: Path, accuracy: dict | None = None) -
     for ax, (device, size) in zip(axes[0], groups):
         for model, color in colors.items():
             for impl, style in (("ours", "o-"), ("torchvision", "s--")):
-                pts = sorted((r["MACs"], r["latency_ms"], r["width"]) for r in rows
-                             if r["model"] == model and r["impl"] == impl and r["device"] == device
-                             and r["image_size"] == size)
+                pts = sorted(
+                    (r["MACs"], r["latency_ms"], r["width"])
+                    for r in rows
+                    if r["model"] == model and r["impl"] == impl and r["device"] == device and r["image_size"] == size
+                )
                 if not pts:
                     continue
-                ax.plot([p[0] / 1e6 for p in pts], [p[1] for p in pts], style, color=color,
-                        mfc="none" if impl == "torchvision" else color,
-                        label=model if impl == "ours" else f"{model} (torchvision)")
+                ax.plot(
+                    [p[0] / 1e6 for p in pts],
+                    [p[1] for p in pts],
+                    style,
+                    color=color,
+                    mfc="none" if impl == "torchvision" else color,
+                    label=model if impl == "ours" else f"{model} (torchvision)",
+                )
                 if impl == "ours":
                     for macs, lat, w in pts:
                         ax.annotate(f"{w:g}", (macs / 1e6, lat), textcoords="offset points", xytext=(4, 4), fontsize=7)

@@ -11,6 +11,7 @@ from ...models.torchvision import TORCHVISION_MODELS
 
 __all__ = ["TORCHVISION_MODELS", "torchvision_reference"]
 
+
 def torchvision_reference(name: str, width: float, num_classes: int, stem: str) -> nn.Module | None:
     """torchvision's network of the same architecture as ``create_model(name, ...)``, or None.
 

@@ -34,8 +34,10 @@ def require_executorch() -> None:
         import executorch  # noqa: F401
         import executorch.runtime  # noqa: F401
     except ImportError:
-        raise UserError("--format executorch needs the executorch package: pip install executorch "
-                        "(1.5.1 installs beside torch 2.14.1 without replacing it)") from None
+        raise UserError(
+            "--format executorch needs the executorch package: pip install executorch "
+            "(1.5.1 installs beside torch 2.14.1 without replacing it)"
+        ) from None
 
 
 def _executorch_program(model: Classifier, calibration: np.ndarray | None) -> bytes:
@@ -75,12 +77,17 @@ def executorch_method(path: str | os.PathLike) -> Any:
 def executorch_logits(method: Any, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     # Small chunks: the PT2E int8 program's memory plan bounds its input (seen: 15 images), below
     # the dynamic batch limit the fp32 program honours.
-    return np.concatenate([method.execute([torch.from_numpy(b)])[0].numpy()
-                           for b in batches(images, min(batch_size, EXECUTORCH_MAX_BATCH))])
+    return np.concatenate(
+        [
+            method.execute([torch.from_numpy(b)])[0].numpy()
+            for b in batches(images, min(batch_size, EXECUTORCH_MAX_BATCH))
+        ]
+    )
 
 
-def check_executorch(model: Classifier, path: str | os.PathLike, batches: Sequence[int] = CHECK_BATCHES,
-                     seed: int = 0) -> tuple[float, float]:
+def check_executorch(
+    model: Classifier, path: str | os.PathLike, batches: Sequence[int] = CHECK_BATCHES, seed: int = 0
+) -> tuple[float, float]:
     """(max relative logit gap, top-1 agreement) of the ``.pte`` file vs ``model`` on random inputs."""
     method = executorch_method(path)
     got, want = [], []
@@ -92,8 +99,13 @@ def check_executorch(model: Classifier, path: str | os.PathLike, batches: Sequen
     return gap, top1_agreement(np.concatenate(got), np.concatenate(want))
 
 
-def export_executorch(model: Classifier, output: str | os.PathLike, calibration: np.ndarray | None = None,
-                      rtol: float = FP32_RTOL, log: Callable[[str], None] = print) -> float:
+def export_executorch(
+    model: Classifier,
+    output: str | os.PathLike,
+    calibration: np.ndarray | None = None,
+    rtol: float = FP32_RTOL,
+    log: Callable[[str], None] = print,
+) -> float:
     """Exports ``model`` to an ExecuTorch ``.pte`` lowered to XNNPACK (int8 PT2E if ``calibration``).
 
     fp32 files are checked within ``rtol`` in ExecuTorch's runtime; int8 files are checked by the
@@ -111,9 +123,13 @@ def export_executorch(model: Classifier, output: str | os.PathLike, calibration:
             raise UserError(f"ExecuTorch export failed: {first[:300]}") from None
         tmp.write_bytes(buffer)
         gap, agree = check_executorch(model, tmp)
-        log(f"executorch runtime check (batch {', '.join(map(str, CHECK_BATCHES))}): max relative logit gap "
-            f"{gap:.2e}, top-1 agreement {agree:.3f}")
+        log(
+            f"executorch runtime check (batch {', '.join(map(str, CHECK_BATCHES))}): max relative logit gap "
+            f"{gap:.2e}, top-1 agreement {agree:.3f}"
+        )
         if calibration is None and not gap <= rtol:
-            raise UserError(f"the ExecuTorch program differs from PyTorch by {gap:.2e} relative "
-                            f"(tolerance {rtol:g}); not writing {output}")
+            raise UserError(
+                f"the ExecuTorch program differs from PyTorch by {gap:.2e} relative "
+                f"(tolerance {rtol:g}); not writing {output}"
+            )
     return gap

@@ -24,9 +24,16 @@ def latency(fns: dict[str, Callable[[], Any]], warmup: int = 20, runs: int = 200
     return {name: summary_ms(m) for name, m in zip(fns, measured)}
 
 
-def deployment_rows(model: Classifier, fp32_path: str | os.PathLike, int8_path: str | os.PathLike | None,
-                    ckpt_path: str | os.PathLike | None = None, warmup: int = 20, runs: int = 200,
-                    threads: int | None = None, pte_paths: dict[str, Path] | None = None) -> list[dict[str, Any]]:
+def deployment_rows(
+    model: Classifier,
+    fp32_path: str | os.PathLike,
+    int8_path: str | os.PathLike | None,
+    ckpt_path: str | os.PathLike | None = None,
+    warmup: int = 20,
+    runs: int = 200,
+    threads: int | None = None,
+    pte_paths: dict[str, Path] | None = None,
+) -> list[dict[str, Any]]:
     """One row per runtime: file size and batch-1 CPU latency (median, p90), measured interleaved.
 
     Eager PyTorch is ``load_model``'s module under ``torch.inference_mode``; ONNX Runtime uses the
@@ -60,11 +67,13 @@ def deployment_rows(model: Classifier, fp32_path: str | os.PathLike, int8_path: 
     rows = []
     for name, m in measured.items():
         path = files[name]
-        rows.append({
-            "runtime": name,
-            "file": path.name if path else "-",
-            "size_MB": round(path.stat().st_size / 1e6, 2) if path else None,
-            "median_ms": round(m["median_ms"], 3),
-            "p90_ms": round(m["p90_ms"], 3),
-        })
+        rows.append(
+            {
+                "runtime": name,
+                "file": path.name if path else "-",
+                "size_MB": round(path.stat().st_size / 1e6, 2) if path else None,
+                "median_ms": round(m["median_ms"], 3),
+                "p90_ms": round(m["p90_ms"], 3),
+            }
+        )
     return rows
