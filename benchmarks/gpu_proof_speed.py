@@ -63,9 +63,24 @@ def device_name() -> str:
 
 # ------------------------------------------------------------------------------------ throughput
 def fit_rate(
-    config: str, data_dir: Path, work: Path, batch: int, steps: int, skip: int, compile: bool, dry: bool
+    config: str,
+    data_dir: Path,
+    work: Path,
+    batch: int,
+    steps: int,
+    skip: int,
+    compile: bool | str,
+    dry: bool,
+    extra: list[str] | None = None,
+    compile_cache: Path | None = None,
 ) -> tuple[float, float, Any]:
-    """(images/s, seconds to the end of the first step, the module) of one ``fit`` of ``config`` + the recipe."""
+    """(images/s, seconds to the end of the first step, the module) of one ``fit`` of ``config`` + the recipe.
+
+    ``compile``: false, true or a mode; ``extra``: fit arguments laid over the configs and under the part's own
+    settings (batch, steps, no validation, compile), e.g. ``--config=<recipe>`` for the full-length recipe's
+    fused SGD; ``compile_cache``: a folder holding one compile cache file per version config
+    (``<config>.bin``), read before and written after a compiled fit.
+    """
     configs = ["--config", str(ROOT / "configs" / f"{config}.yaml"), "--config", str(ROOT / RECIPE)]
     data = [f"--data.data_dir={data_dir}", f"--data.batch_size={batch}", "--data.val_size=0"]
     steps_only = [
@@ -79,8 +94,10 @@ def fit_rate(
         "--trainer.logger.init_args.name=throughput",
         f"--checkpoint.root={work / 'checkpoints'}",
     ]
-    compiled = f"--model.init_args.compile={str(compile).lower()}"
-    args = [*configs, *device_args(dry), *data, *steps_only, compiled, *outputs]
+    compiled = [f"--model.init_args.compile={str(compile).lower()}"]
+    if compile_cache is not None:  # read and written only when compiled
+        compiled.append(f"--model.init_args.compile_cache={compile_cache / f'{config}.bin'}")
+    args = [*configs, *device_args(dry), *(extra or []), *data, *steps_only, *compiled, *outputs]
     return fit_images_per_second(args, steps, skip)
 
 
@@ -94,9 +111,21 @@ def bare_rate(description: Any, batch: int, steps: int, skip: int, compile: bool
     return bare_images_per_second(step, batch, steps, skip)
 
 
-def throughput(out: Path, work: Path, dry: bool, deadline: float, models: list[str], fit_compile: bool) -> None:
-    """fit (eager: the presets' default) against a bare compiled loop, interleaved; optionally a compiled fit."""
-    batch, steps, skip, rounds = (4, 2, 1, 1) if dry else (512, 60, 15, 2)
+def throughput(
+    out: Path,
+    work: Path,
+    dry: bool,
+    deadline: float,
+    models: list[str],
+    fit_compile: bool | str,
+    fit_args: list[str] | None = None,
+    rounds: int = 2,
+    compile_cache: Path | None = None,
+) -> None:
+    """fit (eager: the presets' default) against a bare compiled loop, interleaved ``rounds`` times; with
+    ``fit_compile`` (true or a mode) one compiled fit too. ``fit_args`` go to every fit (``fit_rate``)."""
+    batch, steps, skip = (4, 2, 1) if dry else (512, 60, 15)
+    rounds = 1 if dry else rounds
     data_dir = write_random_archive(work / "random", *((32, 8) if dry else (50_000, 1_000)))
     rows = []
     for label, config in VERSIONS:
@@ -107,7 +136,7 @@ def throughput(out: Path, work: Path, dry: bool, deadline: float, models: list[s
             continue
         fits, bares, fit_first, bare_first = [], [], [], []
         for _ in range(rounds):  # interleaved: fit, bare, fit, bare
-            rate, first, module = fit_rate(config, data_dir, work, batch, steps, skip, False, dry)
+            rate, first, module = fit_rate(config, data_dir, work, batch, steps, skip, False, dry, fit_args)
             fits.append(rate), fit_first.append(first)
             rate, first = bare_rate(module.model.description, batch, steps, skip, not dry)
             bares.append(rate), bare_first.append(first)
@@ -123,12 +152,19 @@ def throughput(out: Path, work: Path, dry: bool, deadline: float, models: list[s
             "bare_compile_s": round(bare_first[0], 1),
             "fit_compiled_img_s": None,
             "fit_compile_s": None,
+            "fit_compile_mode": None,
+            "fit_args": " ".join(fit_args or []),
             "device": device_name(),
             "torch": torch.__version__,
         }
-        if fit_compile:
-            rate, first, _ = fit_rate(config, data_dir, work, batch, steps, skip, not dry, dry)
-            row.update(fit_compiled_img_s=round(rate), fit_compile_s=round(first, 1))
+        if fit_compile is not False:
+            mode = "default" if fit_compile is True else fit_compile
+            # A dry run stays eager (compiling V3 takes minutes on a CPU); the same arguments reach the fit.
+            compile = False if dry else mode
+            rate, first, _ = fit_rate(config, data_dir, work, batch, steps, skip, compile, dry, fit_args, compile_cache)
+            row.update(
+                fit_compiled_img_s=round(rate), fit_compile_s=round(first, 1), fit_compile_mode=str(compile).lower()
+            )
         rows.append(row)
         print(f"throughput: {row}", flush=True)
         write_csv(rows, out / "throughput.csv", list(row))

@@ -132,14 +132,17 @@ def run_all(work: Path, waiting: list[Training], parallel: int, deadline: float)
     """Runs the trainings, at most ``parallel`` at once, until all end or the deadline stops the rest.
 
     Trainings on one GPU are time-sliced between processes: fourteen at once on an H200 took 13.5-15 s per
-    V3-Small 0.25 epoch (BENCHMARKS.md, "On a GPU"), so the rest wait their turn. Returns (process, meta)
-    of every training started, each ended (killed at the deadline) and its log closed.
+    V3-Small 0.25 epoch (BENCHMARKS.md, "On a GPU"), so the rest wait their turn. A training's ``meta`` may
+    name ``late`` fit arguments and a ``weights_to`` file (``run_training``'s ``late`` and ``weights``; the full
+    part uses this room too). Returns (process, meta) of every training started, each ended (killed at the
+    deadline) and its log closed.
     """
     procs: list[tuple[Any, dict[str, Any]]] = []
     while (waiting or any(p.poll() is None for p, _ in procs)) and time.monotonic() < deadline:
         while waiting and sum(p.poll() is None for p, _ in procs) < parallel:
             label, fit_args, meta = waiting.pop(0)
-            procs.append((run_training(work, label, fit_args, timeout=0, wait=False, late=meta.get("late")), meta))
+            late, weights = meta.get("late"), meta.get("weights_to")
+            procs.append((run_training(work, label, fit_args, timeout=0, wait=False, late=late, weights=weights), meta))
         time.sleep(1)
     for label, _, _ in waiting:  # never started: reported as such
         print(f"table: {label} not started (deadline)", flush=True)

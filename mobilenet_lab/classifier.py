@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from .checkpoint import DESCRIPTION_KEY, averaged_weights, saved_description
+from .compile import CompiledNetwork, CompileMode
 from .distill import Distillation, Teacher
 from .errors import UserError
 from .models import ModelDescription, create_model
@@ -32,6 +33,8 @@ Stem = Literal["imagenet", "cifar"]
 
 #: CIFAR-100's class count: the modules' default (the CLI links the data module's value).
 CIFAR100_CLASSES = 100
+
+
 def architecture_diff(saved: ModelDescription, ours: ModelDescription) -> list[str]:
     """``"key: checkpoint a vs config b"`` for each architecture option that differs."""
     a, b = saved.to_dict(), ours.to_dict()
@@ -67,7 +70,7 @@ class ImageClassifier(L.LightningModule):
         lr_scheduler: Builds the per-step LR schedule from (optimizer, total_steps, steps_per_epoch).
         weight_decay_on_norm_and_bias: Apply weight decay to BatchNorm and bias parameters too.
         channels_last: Run the network in channels-last memory format (faster on CPU and GPU).
-        compile: ``torch.compile`` the network (first step compiles for a minute or more).
+        compile: ``torch.compile`` the network: true, or a mode (default, max-autotune-no-cudagraphs, reduce-overhead, max-autotune); ``compile_cache``: a file of compiled kernels kept between runs (:mod:`mobilenet_lab.compile`).
         weights: ``"torchvision"`` starts from torchvision's ImageNet weights (width 1.0).
         bn_momentum: Overrides every BatchNorm's momentum (PyTorch convention: weight of the new
             batch statistics; V3's paper value is 0.01, which lags the weights in short runs).
@@ -93,7 +96,8 @@ class ImageClassifier(L.LightningModule):
         lr_scheduler: ScheduleCallable | None = _default_schedule,
         weight_decay_on_norm_and_bias: bool = False,
         channels_last: bool = True,
-        compile: bool = False,
+        compile: bool | CompileMode = False,
+        compile_cache: str | None = None,
         weights: Literal["torchvision"] | None = None,
         bn_momentum: float | None = None,
         lr_reference_batch_size: int | None = None,
@@ -130,9 +134,7 @@ class ImageClassifier(L.LightningModule):
         self.lr_scheduler = lr_scheduler
         self.teacher = Teacher(distill, num_classes) if distill is not None else None
         self.test_time_flip = test_time_flip
-        # What forward() calls: the compiled network if asked. Kept out of the submodules (plain
-        # attribute) so the state dict holds the weights once, under ``model.``.
-        object.__setattr__(self, "network", torch.compile(self.model) if compile else self.model)
+        self.compiled = CompiledNetwork(self.model, compile, compile_cache)
         # No per-update argument validation: it calls torch.unique, a host sync every step on a GPU.
         # Labels are range-checked once when the data set is read.
         top1 = dict(num_classes=num_classes, average="micro", validate_args=False)
@@ -152,12 +154,15 @@ class ImageClassifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.network(images)
+        return self.compiled.network(images)
 
     def evaluate(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for validation, test and predict: with ``test_time_flip``, the mean of image and mirror."""
         logits = self(images)
         return (logits + self(images.flip(-1))) / 2 if self.test_time_flip else logits
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [self.compiled] if self.compiled.active else []
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.teacher is not None:
@@ -206,8 +211,10 @@ class ImageClassifier(L.LightningModule):
             return
         step = int(self._first_nonfinite)
         if step >= 0:
-            raise FloatingPointError(f"loss is not finite (nan or inf) at global step {step} "
-                                     f"(found at epoch {self.current_epoch}, step {self.global_step})")
+            raise FloatingPointError(
+                f"loss is not finite (nan or inf) at global step {step} "
+                f"(found at epoch {self.current_epoch}, step {self.global_step})"
+            )
 
     def on_train_epoch_end(self) -> None:
         self.raise_if_nonfinite()
@@ -277,7 +284,8 @@ class ImageClassifier(L.LightningModule):
             raise UserError(
                 f"the checkpoint's run was planned for {planned} optimizer steps and its LR schedule ends there; "
                 f"this fit asks for {total}. Resume it with the run's own trainer.max_epochs/max_steps to finish "
-                "it; to train longer, start a new fit (the schedule is shaped over the whole run)")
+                "it; to train longer, start a new fit (the schedule is shaped over the whole run)"
+            )
         self._planned_steps = total
         # Optimizer steps in one epoch (estimated_stepping_batches has just set up the train loader);
         # not total // max_epochs, which is wrong when max_steps ends the run first.
@@ -323,8 +331,10 @@ class ImageClassifier(L.LightningModule):
         diff = architecture_diff(saved, self.model.description)
         if diff:
             pretty = ", ".join(diff)
-            raise UserError(f"the checkpoint's architecture does not match the config ({pretty}); "
-                            "use the config the checkpoint was trained with")
+            raise UserError(
+                f"the checkpoint's architecture does not match the config ({pretty}); "
+                "use the config the checkpoint was trained with"
+            )
         self.best_val_acc = checkpoint["mobilenet_lab"].get("best_val_acc", 0.0)
         if fitting and self.lr_scheduler is not None:
             self._planned_steps = checkpoint["mobilenet_lab"].get("planned_steps")
