@@ -64,6 +64,11 @@ def _friendly(err: BaseException) -> str | None:
 
     from .errors import UserError
 
+    cause = err.__cause__
+    while cause is not None and not isinstance(cause, UserError):
+        cause = cause.__cause__
+    if cause is not None:  # jsonargparse wraps what a class refused while it was being built
+        err = cause
     if isinstance(err, MisconfigurationException) and "gpu backend" in str(err).lower():
         return "a GPU was asked for but none is available here: use --trainer.accelerator cpu"
     if isinstance(err, (UserError, MisconfigurationException)):

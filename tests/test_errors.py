@@ -66,6 +66,7 @@ def work(tmp_path: Path, monkeypatch) -> Path:
         ("--data.batch_size=0", ["batch_size", "--data.batch_size"]),
         ("--trainer.accelerator=gpu", ["no CUDA GPU", "--trainer.accelerator cpu"]),
         ("--trainer.devices=64", ["64", "cores"]),
+        ("--model.init_args.bn_momentum=7", ["bn_momentum must be in (0, 1]"]),
         ("--trainer.sync_batchnorm=true", ["sync_batchnorm works on GPUs only", "--trainer.sync_batchnorm false"]),
     ],
 )
