@@ -244,7 +244,7 @@ def test_sigkill_mid_trial_then_same_command_finishes_every_point_once(tiny_cifa
         ]
     )
     assert rows[0]["state"] == f"interrupted (rerun as trial {retry.number})"
-    assert all(r["model"] == "mobilenet_v3_small" and r["epochs"] == 3 for r in rows if r["state"] == "complete")
+    assert all(r["model"] == "mobilenet_v3_small" and r["epochs"] == 3 for r in rows if r["state"] == "complete"), rows
 
 
 @pytest.mark.slow
