@@ -222,6 +222,7 @@ class RunConfig(SaveConfigCallback):
         super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
         self.restore = dict(restore or {})
         self._path: str | None = None
+        self._run: dict[str, Any] | None = None
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if not self.already_saved:
@@ -252,15 +253,19 @@ class RunConfig(SaveConfigCallback):
         )
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        if self._run is None:  # the same for every checkpoint of the run: built once
+            self._run = self._run_record(trainer)
+        checkpoint[RUN_KEY] = dict(self._run)
+
+    def _run_record(self, trainer: Any) -> dict[str, Any]:
         config = self.given_config()
         if "ckpt_path" in config:  # where this invocation started from is not part of the run
             config["ckpt_path"] = None
-        data_dir = config.get("data.init_args.data_dir") if "data.init_args" in config else config.get("data.data_dir")
-        if isinstance(data_dir, str):  # evaluations may run from another working folder
-            key = "data.init_args.data_dir" if "data.init_args" in config else "data.data_dir"
-            config[key] = os.path.abspath(data_dir)
+        key = "data.init_args.data_dir" if "data.init_args" in config else "data.data_dir"
+        if isinstance(config.get(key), str):  # evaluations may run from another working folder
+            config[key] = os.path.abspath(config[key])
         logger = trainer.logger
-        checkpoint[RUN_KEY] = {
+        return {
             "config": self.parser.dump(config, skip_none=False),
             "name": getattr(logger, "name", None),
             "version": _version_name(getattr(logger, "version", None)),
